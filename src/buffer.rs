@@ -1,0 +1,146 @@
+//! Open segments: the records of one Kafka partition gathered per output path until the
+//! rotation policy seals them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{Map, Value};
+
+use crate::config::RotationSettings;
+use crate::schema::Fields;
+
+/// Where a record sits in its source, kept for metadata columns and provenance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowMeta {
+    pub offset: i64,
+    pub timestamp_ms: Option<i64>,
+    /// End of this record's payload in [`OpenFile::payloads`].
+    pub end: usize,
+}
+
+/// The records bound for one object: raw payloads back to back, plus their inferred schema.
+#[derive(Debug, Default)]
+pub struct OpenFile {
+    pub payloads: Vec<u8>,
+    pub rows: Vec<RowMeta>,
+    pub schema: Fields,
+}
+
+impl OpenFile {
+    /// The payload of row `i`.
+    pub fn payload(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.rows[i - 1].end };
+        &self.payloads[start..self.rows[i].end]
+    }
+}
+
+/// Why a segment was sealed; logged and counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealReason {
+    Records,
+    Bytes,
+    Age,
+    OpenPaths,
+    MemoryPressure,
+    Drain,
+}
+
+/// An open (or sealed) segment: a contiguous offset range of one partition.
+#[derive(Debug)]
+pub struct Segment {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub destination: usize,
+    /// First offset in the segment.
+    pub start: i64,
+    /// Last offset in the segment (bad and skipped records included).
+    pub end: i64,
+    /// Data files by directory path (relative to the destination prefix).
+    pub files: BTreeMap<String, OpenFile>,
+    /// Dead-lettered records as NDJSON lines.
+    pub dead_letters: Vec<u8>,
+    pub dead_letter_count: u64,
+    /// Records that will be written (data rows plus dead letters).
+    pub records: u64,
+    /// Buffered bytes (payloads and dead letters).
+    pub bytes: usize,
+    opened: Instant,
+}
+
+impl Segment {
+    /// Opens a segment whose first record is `offset`.
+    pub fn new(topic: Arc<str>, partition: i32, destination: usize, offset: i64) -> Self {
+        Self {
+            topic,
+            partition,
+            destination,
+            start: offset,
+            end: offset,
+            files: BTreeMap::new(),
+            dead_letters: Vec::new(),
+            dead_letter_count: 0,
+            records: 0,
+            bytes: 0,
+            opened: Instant::now(),
+        }
+    }
+
+    /// True if adding a row for `path` would exceed the open-path limit.
+    pub fn would_exceed_paths(&self, path: &str, max_open_paths: usize) -> bool {
+        !self.files.contains_key(path) && self.files.len() >= max_open_paths
+    }
+
+    /// Adds a decoded record under `path`.
+    pub fn push_row(
+        &mut self,
+        path: String,
+        payload: &[u8],
+        object: &Map<String, Value>,
+        offset: i64,
+        timestamp_ms: Option<i64>,
+    ) {
+        let file = self.files.entry(path).or_default();
+        file.payloads.extend_from_slice(payload);
+        file.rows.push(RowMeta {
+            offset,
+            timestamp_ms,
+            end: file.payloads.len(),
+        });
+        file.schema.merge_object(object);
+        self.records += 1;
+        self.bytes += payload.len();
+        self.end = offset;
+    }
+
+    /// Adds one dead-letter NDJSON line (without its newline).
+    pub fn push_dead_letter(&mut self, line: &[u8], offset: i64) {
+        self.dead_letters.extend_from_slice(line);
+        self.dead_letters.push(b'\n');
+        self.dead_letter_count += 1;
+        self.records += 1;
+        self.bytes += line.len() + 1;
+        self.end = offset;
+    }
+
+    /// Extends the segment over a record that is dropped (skipped).
+    pub fn skip(&mut self, offset: i64) {
+        self.end = offset;
+    }
+
+    /// The size or count limit this segment has reached, if any.
+    pub fn full(&self, rotation: &RotationSettings) -> Option<SealReason> {
+        if self.records >= rotation.max_records {
+            Some(SealReason::Records)
+        } else if self.bytes as u64 >= rotation.max_bytes {
+            Some(SealReason::Bytes)
+        } else {
+            None
+        }
+    }
+
+    /// True when the segment has been open for at least `max_age`.
+    pub fn expired(&self, now: Instant, rotation: &RotationSettings) -> bool {
+        now.duration_since(self.opened) >= rotation.max_age
+    }
+}

@@ -1,0 +1,104 @@
+//! The configuration file exactly as written: serde structs that reject unknown keys.
+//!
+//! Nothing here is validated beyond its TOML type; `settings` turns these into typed,
+//! checked settings.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Where records come from.
+    pub source: RawSource,
+    /// Where records go; each topic goes to exactly one destination.
+    pub destinations: Vec<RawDestination>,
+    /// Worker-wide limits and timeouts.
+    #[serde(default)]
+    pub worker: RawWorker,
+}
+
+/// `[source]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    /// `kafka` or `file`.
+    pub kind: String,
+    /// Kafka bootstrap servers.
+    pub brokers: Option<String>,
+    /// Kafka consumer group.
+    pub group_id: Option<String>,
+    /// Topics to consume; defaults to every topic named by a destination.
+    pub topics: Option<Vec<String>>,
+    /// NDJSON file for `kind = "file"`; `-` reads standard input.
+    pub path: Option<String>,
+    /// librdkafka properties passed through verbatim.
+    #[serde(default)]
+    pub properties: BTreeMap<String, toml::Value>,
+}
+
+/// `[[destinations]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDestination {
+    pub name: String,
+    pub topics: Option<Vec<String>>,
+    pub url: String,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub path_style: Option<bool>,
+    pub key_template: Option<String>,
+    pub timestamp: Option<String>,
+    pub on_bad_record: Option<String>,
+    pub overwrite_protection: Option<bool>,
+    #[serde(default)]
+    pub auth: RawAuth,
+    #[serde(default)]
+    pub rotation: RawRotation,
+    #[serde(default)]
+    pub parquet: RawParquet,
+}
+
+/// `[destinations.auth]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub method: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub session_token: Option<String>,
+    pub access_key_id_file: Option<String>,
+    pub secret_access_key_file: Option<String>,
+    pub session_token_file: Option<String>,
+}
+
+/// `[destinations.rotation]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRotation {
+    pub max_records: Option<u64>,
+    pub max_bytes: Option<toml::Value>,
+    pub max_age: Option<String>,
+    pub max_open_paths: Option<u64>,
+}
+
+/// `[destinations.parquet]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawParquet {
+    pub compression: Option<String>,
+    pub row_group_size: Option<u64>,
+}
+
+/// `[worker]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorker {
+    pub shutdown_timeout: Option<String>,
+    pub max_in_flight_segments: Option<u64>,
+    pub max_concurrent_uploads: Option<u64>,
+    pub max_buffer_bytes: Option<String>,
+    pub startup_timeout: Option<String>,
+}

@@ -1,0 +1,724 @@
+//! Validated, typed settings built from the raw file; everything downstream reads these.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
+
+use super::raw::{RawAuth, RawConfig, RawDestination, RawSource, RawWorker};
+use super::secret::Secret;
+use super::units::{format_duration, parse_duration, parse_size};
+use crate::partition::{KeyTemplate, TimestampSource};
+
+/// The default object key template.
+pub const DEFAULT_KEY_TEMPLATE: &str = "{topic}/dt={ts:%Y-%m-%d}/hour={ts:%H}";
+/// The topic name records from a file source carry.
+pub const FILE_TOPIC: &str = "file";
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub source: SourceSettings,
+    pub destinations: Vec<DestinationSettings>,
+    pub worker: WorkerSettings,
+}
+
+/// Where records come from.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SourceSettings {
+    Kafka(KafkaSettings),
+    File(FileSettings),
+}
+
+/// A Kafka consumer group.
+#[derive(Debug, Clone, Serialize)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    pub group_id: String,
+    pub topics: Vec<String>,
+    pub properties: KafkaProperties,
+}
+
+/// librdkafka properties; values of sensitive keys (passwords, secrets, keys) are redacted
+/// whenever they are printed.
+#[derive(Clone, Default)]
+pub struct KafkaProperties(pub BTreeMap<String, String>);
+
+impl KafkaProperties {
+    fn is_sensitive(key: &str) -> bool {
+        ["password", "secret", "key", "token", "jaas"]
+            .iter()
+            .any(|word| key.contains(word))
+            && !key.ends_with(".location")
+    }
+
+    fn redacted(&self) -> BTreeMap<&str, &str> {
+        self.0
+            .iter()
+            .map(|(k, v)| {
+                let shown = if Self::is_sensitive(k) {
+                    "<redacted>"
+                } else {
+                    v.as_str()
+                };
+                (k.as_str(), shown)
+            })
+            .collect()
+    }
+}
+
+impl fmt::Debug for KafkaProperties {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.redacted()).finish()
+    }
+}
+
+impl Serialize for KafkaProperties {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.redacted().serialize(s)
+    }
+}
+
+/// NDJSON from a file or standard input.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileSettings {
+    /// `None` reads standard input.
+    pub path: Option<PathBuf>,
+}
+
+/// One destination: a bucket (or directory), its layout and its policies.
+#[derive(Debug, Clone, Serialize)]
+pub struct DestinationSettings {
+    pub name: String,
+    /// Topics routed here; empty means every topic (allowed for a single destination only).
+    pub topics: Vec<String>,
+    pub location: Location,
+    pub region: String,
+    pub endpoint: Option<String>,
+    pub path_style: bool,
+    #[serde(serialize_with = "as_template")]
+    pub key_template: KeyTemplate,
+    #[serde(serialize_with = "as_timestamp")]
+    pub timestamp: TimestampSource,
+    pub on_bad_record: BadRecordPolicy,
+    pub overwrite_protection: bool,
+    pub auth: AuthSettings,
+    pub rotation: RotationSettings,
+    pub parquet: ParquetSettings,
+}
+
+/// Where objects are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    S3 { bucket: String, prefix: String },
+    Local { root: PathBuf },
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
+            Self::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+            Self::Local { root } => write!(f, "file://{}", root.display()),
+        }
+    }
+}
+
+impl Serialize for Location {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// What happens to a record that cannot be decoded or routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BadRecordPolicy {
+    /// Written to `{prefix}/_errors/{topic}/` with the reason (the default).
+    DeadLetter,
+    /// Stop the run, naming the record.
+    Fail,
+    /// Count, log and drop.
+    Skip,
+}
+
+/// How pail authenticates to the store.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+pub enum AuthSettings {
+    /// Access key id and secret (plus an optional session token).
+    Static {
+        access_key_id: String,
+        secret_access_key: Secret,
+        session_token: Option<Secret>,
+    },
+    /// The AWS SDK default chain.
+    Default,
+}
+
+/// When an open segment is sealed.
+#[derive(Debug, Clone, Serialize)]
+pub struct RotationSettings {
+    pub max_records: u64,
+    pub max_bytes: u64,
+    #[serde(serialize_with = "as_duration")]
+    pub max_age: Duration,
+    pub max_open_paths: usize,
+}
+
+/// Parquet writer options.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParquetSettings {
+    pub compression: Compression,
+    pub row_group_size: usize,
+}
+
+/// Parquet column compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    Zstd,
+    Snappy,
+    None,
+}
+
+/// Worker-wide limits.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerSettings {
+    #[serde(serialize_with = "as_duration")]
+    pub shutdown_timeout: Duration,
+    #[serde(serialize_with = "as_duration")]
+    pub startup_timeout: Duration,
+    pub max_in_flight_segments: usize,
+    pub max_concurrent_uploads: usize,
+    /// Bytes buffered in open and in-flight segments before the largest is sealed early and
+    /// consumption waits for uploads.
+    pub max_buffer_bytes: usize,
+}
+
+fn as_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_duration(*d))
+}
+
+fn as_template<S: Serializer>(t: &KeyTemplate, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(t.as_str())
+}
+
+fn as_timestamp<S: Serializer>(t: &TimestampSource, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        TimestampSource::Kafka => s.serialize_str("kafka"),
+        TimestampSource::Field(name) => s.serialize_str(&format!("field:{name}")),
+    }
+}
+
+/// Problems found while validating, each with the key it concerns.
+#[derive(Debug, Default)]
+pub struct Problems(pub Vec<(String, String)>);
+
+impl Problems {
+    fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push((key.into(), message.into()));
+    }
+}
+
+/// Reads a secret-bearing value from the config, a `*_file`, or a conventional env variable.
+type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+impl Settings {
+    /// Validates a raw config; `env` supplies the conventional `S3_*` fallbacks.
+    pub fn from_raw(raw: RawConfig, env: EnvLookup<'_>) -> Result<Self, Problems> {
+        let mut p = Problems::default();
+        let destinations: Vec<_> = raw
+            .destinations
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| destination(d, &format!("destinations[{i}]"), env, &mut p))
+            .collect();
+        if raw.destinations.is_empty() {
+            p.push(
+                "destinations",
+                "at least one [[destinations]] table is required",
+            );
+        }
+        let source = source(&raw.source, &destinations, &mut p);
+        let worker = worker(&raw.worker, &mut p);
+        if let Some(SourceSettings::File(_)) = &source {
+            for (i, d) in destinations.iter().enumerate() {
+                if d.timestamp == TimestampSource::Kafka {
+                    p.push(
+                        format!("destinations[{i}].timestamp"),
+                        "a file source has no Kafka timestamps; use \"field:NAME\"",
+                    );
+                }
+            }
+        }
+        check_routing(&destinations, source.as_ref(), &mut p);
+        match (source, worker) {
+            (Some(source), Some(worker)) if p.0.is_empty() => Ok(Self {
+                source,
+                destinations,
+                worker,
+            }),
+            _ => Err(p),
+        }
+    }
+
+    /// The destination index for a topic, if any destination takes it.
+    pub fn route(&self, topic: &str) -> Option<usize> {
+        route(&self.destinations, topic)
+    }
+}
+
+fn route(destinations: &[DestinationSettings], topic: &str) -> Option<usize> {
+    destinations
+        .iter()
+        .position(|d| d.topics.iter().any(|t| t == topic))
+        .or_else(|| destinations.iter().position(|d| d.topics.is_empty()))
+}
+
+fn source(
+    raw: &RawSource,
+    destinations: &[DestinationSettings],
+    p: &mut Problems,
+) -> Option<SourceSettings> {
+    match raw.kind.as_str() {
+        "kafka" => {
+            if raw.path.is_some() {
+                p.push("source.path", "only used with kind = \"file\"");
+            }
+            let Some(brokers) = raw.brokers.clone().filter(|b| !b.trim().is_empty()) else {
+                p.push(
+                    "source.brokers",
+                    "required for kind = \"kafka\" (e.g. \"127.0.0.1:9092\")",
+                );
+                return None;
+            };
+            let topics = match &raw.topics {
+                Some(t) => t.clone(),
+                None => {
+                    let mut all: Vec<String> = destinations
+                        .iter()
+                        .flat_map(|d| d.topics.iter().cloned())
+                        .collect();
+                    all.sort();
+                    all.dedup();
+                    all
+                }
+            };
+            if topics.is_empty() {
+                p.push(
+                    "source.topics",
+                    "no topics to consume: list them here or in the destinations",
+                );
+            }
+            for t in &topics {
+                if t.is_empty()
+                    || t.len() > 249
+                    || !t
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+                {
+                    p.push(
+                        "source.topics",
+                        format!("{t:?} is not a valid Kafka topic name"),
+                    );
+                }
+            }
+            let mut properties = BTreeMap::new();
+            for (k, v) in &raw.properties {
+                let text = match v {
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Integer(i) => i.to_string(),
+                    toml::Value::Boolean(b) => b.to_string(),
+                    toml::Value::Float(f) => f.to_string(),
+                    _ => {
+                        p.push(
+                            format!("source.properties.{k}"),
+                            "must be a string, number or boolean",
+                        );
+                        continue;
+                    }
+                };
+                properties.insert(k.clone(), text);
+            }
+            Some(SourceSettings::Kafka(KafkaSettings {
+                brokers,
+                group_id: raw.group_id.clone().unwrap_or_else(|| "pail".to_string()),
+                topics,
+                properties: KafkaProperties(properties),
+            }))
+        }
+        "file" => {
+            for (key, set) in [
+                ("brokers", raw.brokers.is_some()),
+                ("group_id", raw.group_id.is_some()),
+                ("topics", raw.topics.is_some()),
+                ("properties", !raw.properties.is_empty()),
+            ] {
+                if set {
+                    p.push(format!("source.{key}"), "only used with kind = \"kafka\"");
+                }
+            }
+            match raw.path.as_deref() {
+                None | Some("") => {
+                    p.push(
+                        "source.path",
+                        "required for kind = \"file\" (a path, or \"-\" for stdin)",
+                    );
+                    None
+                }
+                Some("-") => Some(SourceSettings::File(FileSettings { path: None })),
+                Some(path) => Some(SourceSettings::File(FileSettings {
+                    path: Some(PathBuf::from(path)),
+                })),
+            }
+        }
+        other => {
+            p.push(
+                "source.kind",
+                format!("{other:?} is not a source kind (use \"kafka\" or \"file\")"),
+            );
+            None
+        }
+    }
+}
+
+fn check_routing(
+    destinations: &[DestinationSettings],
+    source: Option<&SourceSettings>,
+    p: &mut Problems,
+) {
+    let catch_all = destinations.iter().filter(|d| d.topics.is_empty()).count();
+    if catch_all > 0 && destinations.len() > 1 {
+        p.push(
+            "destinations",
+            "with more than one destination, every destination must list its topics",
+        );
+    }
+    let mut owner: BTreeMap<&str, &str> = BTreeMap::new();
+    for d in destinations {
+        for t in &d.topics {
+            if let Some(first) = owner.insert(t, &d.name) {
+                p.push(
+                    "destinations",
+                    format!(
+                        "topic {t:?} goes to both {first:?} and {:?}; each topic goes to exactly one destination",
+                        d.name
+                    ),
+                );
+            }
+        }
+    }
+    let mut names: Vec<&str> = destinations.iter().map(|d| d.name.as_str()).collect();
+    names.sort();
+    if names.windows(2).any(|w| w[0] == w[1]) {
+        p.push("destinations", "destination names must be unique");
+    }
+    let consumed: Vec<&str> = match source {
+        Some(SourceSettings::Kafka(k)) => k.topics.iter().map(String::as_str).collect(),
+        Some(SourceSettings::File(_)) => vec![FILE_TOPIC],
+        None => Vec::new(),
+    };
+    for t in consumed {
+        if route(destinations, t).is_none() {
+            p.push(
+                "destinations",
+                format!("topic {t:?} is consumed but no destination lists it"),
+            );
+        }
+    }
+}
+
+fn destination(
+    raw: &RawDestination,
+    at: &str,
+    env: EnvLookup<'_>,
+    p: &mut Problems,
+) -> Option<DestinationSettings> {
+    let before = p.0.len();
+    if raw.name.is_empty()
+        || !raw
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+    {
+        p.push(
+            format!("{at}.name"),
+            "use letters, digits, '-' and '_' only",
+        );
+    }
+    let location = parse_url(&raw.url)
+        .map_err(|m| p.push(format!("{at}.url"), m))
+        .ok();
+    let key_template =
+        KeyTemplate::parse(raw.key_template.as_deref().unwrap_or(DEFAULT_KEY_TEMPLATE))
+            .map_err(|e| p.push(format!("{at}.key_template"), e.to_string()))
+            .ok();
+    let timestamp = TimestampSource::parse(raw.timestamp.as_deref().unwrap_or("kafka"))
+        .map_err(|m| p.push(format!("{at}.timestamp"), m))
+        .ok();
+    let on_bad_record = match raw.on_bad_record.as_deref().unwrap_or("dead_letter") {
+        "dead_letter" => Some(BadRecordPolicy::DeadLetter),
+        "fail" => Some(BadRecordPolicy::Fail),
+        "skip" => Some(BadRecordPolicy::Skip),
+        other => {
+            p.push(
+                format!("{at}.on_bad_record"),
+                format!("{other:?} is not a policy (use \"dead_letter\", \"fail\" or \"skip\")"),
+            );
+            None
+        }
+    };
+    let is_s3 = matches!(location, Some(Location::S3 { .. }));
+    let auth = if is_s3 {
+        auth(&raw.auth, &format!("{at}.auth"), env, p)
+    } else {
+        Some(AuthSettings::Default)
+    };
+    if let Some(endpoint) = &raw.endpoint
+        && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+    {
+        p.push(
+            format!("{at}.endpoint"),
+            format!("{endpoint:?} must start with http:// or https://"),
+        );
+    }
+    let rotation = {
+        let r = &raw.rotation;
+        let max_bytes = match &r.max_bytes {
+            None => Some(128 << 20),
+            Some(toml::Value::Integer(i)) if *i > 0 => Some(*i as u64),
+            Some(toml::Value::String(s)) => parse_size(s)
+                .map_err(|m| p.push(format!("{at}.rotation.max_bytes"), m))
+                .ok(),
+            Some(_) => {
+                p.push(
+                    format!("{at}.rotation.max_bytes"),
+                    "expected a size like \"128MiB\"",
+                );
+                None
+            }
+        };
+        let max_age = parse_duration(r.max_age.as_deref().unwrap_or("5m"))
+            .map_err(|m| p.push(format!("{at}.rotation.max_age"), m))
+            .ok();
+        let max_records = r.max_records.unwrap_or(1_000_000);
+        let max_open_paths = r.max_open_paths.unwrap_or(64) as usize;
+        for (key, zero) in [
+            ("max_records", max_records == 0),
+            ("max_bytes", max_bytes == Some(0)),
+            ("max_age", max_age == Some(Duration::ZERO)),
+            ("max_open_paths", max_open_paths == 0),
+        ] {
+            if zero {
+                p.push(format!("{at}.rotation.{key}"), "must be greater than zero");
+            }
+        }
+        match (max_bytes, max_age) {
+            (Some(max_bytes), Some(max_age)) => Some(RotationSettings {
+                max_records,
+                max_bytes,
+                max_age,
+                max_open_paths,
+            }),
+            _ => None,
+        }
+    };
+    let compression = match raw.parquet.compression.as_deref().unwrap_or("zstd") {
+        "zstd" => Some(Compression::Zstd),
+        "snappy" => Some(Compression::Snappy),
+        "none" => Some(Compression::None),
+        other => {
+            p.push(
+                format!("{at}.parquet.compression"),
+                format!("{other:?} is not supported (use \"zstd\", \"snappy\" or \"none\")"),
+            );
+            None
+        }
+    };
+    let row_group_size = raw.parquet.row_group_size.unwrap_or(128 * 1024) as usize;
+    if row_group_size == 0 {
+        p.push(
+            format!("{at}.parquet.row_group_size"),
+            "must be greater than zero",
+        );
+    }
+    if p.0.len() != before {
+        return None;
+    }
+    Some(DestinationSettings {
+        name: raw.name.clone(),
+        topics: raw.topics.clone().unwrap_or_default(),
+        location: location?,
+        region: raw
+            .region
+            .clone()
+            .unwrap_or_else(|| env("S3_REGION").unwrap_or_else(|| "us-east-1".to_string())),
+        endpoint: raw.endpoint.clone(),
+        path_style: raw.path_style.unwrap_or(false),
+        key_template: key_template?,
+        timestamp: timestamp?,
+        on_bad_record: on_bad_record?,
+        overwrite_protection: raw.overwrite_protection.unwrap_or(true),
+        auth: auth?,
+        rotation: rotation?,
+        parquet: ParquetSettings {
+            compression: compression?,
+            row_group_size,
+        },
+    })
+}
+
+/// Parses `s3://bucket/prefix`, `file:///abs/dir` or `file://./rel/dir`.
+pub fn parse_url(url: &str) -> Result<Location, String> {
+    if let Some(rest) = url.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let valid_bucket = (3..=63).contains(&bucket.len())
+            && bucket.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_')
+            });
+        if !valid_bucket {
+            return Err(format!(
+                "{bucket:?} is not a bucket name (3-63 lowercase letters, digits, '.', '-')"
+            ));
+        }
+        let prefix = prefix.trim_matches('/');
+        if prefix
+            .split('/')
+            .any(|s| (s.is_empty() && !prefix.is_empty()) || s == "." || s == "..")
+        {
+            return Err(format!(
+                "prefix {prefix:?} has an empty, '.' or '..' segment"
+            ));
+        }
+        return Ok(Location::S3 {
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+        });
+    }
+    if let Some(path) = url.strip_prefix("file://") {
+        if path.is_empty() {
+            return Err("file:// needs a directory, e.g. file://./out".to_string());
+        }
+        return Ok(Location::Local {
+            root: PathBuf::from(path),
+        });
+    }
+    Err(format!(
+        "{url:?} is not a destination URL (use s3://bucket/prefix or file:///dir)"
+    ))
+}
+
+fn auth(raw: &RawAuth, at: &str, env: EnvLookup<'_>, p: &mut Problems) -> Option<AuthSettings> {
+    let method = raw.method.as_deref().unwrap_or("static");
+    match method {
+        "static" => {
+            let mut read =
+                |key: &str, inline: &Option<String>, file: &Option<String>, var: Option<&str>| {
+                    match (inline, file) {
+                        (Some(_), Some(_)) => {
+                            p.push(
+                                format!("{at}.{key}"),
+                                format!("set {key} or {key}_file, not both"),
+                            );
+                            None
+                        }
+                        (Some(v), None) => Some(v.clone()),
+                        (None, Some(path)) => match std::fs::read_to_string(path) {
+                            Ok(text) => Some(text.trim().to_string()),
+                            Err(e) => {
+                                p.push(
+                                    format!("{at}.{key}_file"),
+                                    format!("cannot read {path}: {e}"),
+                                );
+                                None
+                            }
+                        },
+                        (None, None) => var.and_then(env),
+                    }
+                };
+            let id = read(
+                "access_key_id",
+                &raw.access_key_id,
+                &raw.access_key_id_file,
+                Some("S3_ACCESS_KEY_ID"),
+            );
+            let secret = read(
+                "secret_access_key",
+                &raw.secret_access_key,
+                &raw.secret_access_key_file,
+                Some("S3_SECRET_ACCESS_KEY"),
+            );
+            let token = read(
+                "session_token",
+                &raw.session_token,
+                &raw.session_token_file,
+                None,
+            );
+            match (id, secret) {
+                (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => {
+                    Some(AuthSettings::Static {
+                        access_key_id: id,
+                        secret_access_key: Secret::new(secret),
+                        session_token: token.filter(|t| !t.is_empty()).map(Secret::new),
+                    })
+                }
+                _ => {
+                    p.push(
+                        at.to_string(),
+                        "method = \"static\" needs access_key_id and secret_access_key \
+                         (inline, as *_file, or from S3_ACCESS_KEY_ID / S3_SECRET_ACCESS_KEY)",
+                    );
+                    None
+                }
+            }
+        }
+        "default" => Some(AuthSettings::Default),
+        "web_identity" | "assume_role" => {
+            p.push(
+                format!("{at}.method"),
+                format!("method = {method:?} is not built yet in this version of pail (use \"static\" or \"default\")"),
+            );
+            None
+        }
+        other => {
+            p.push(
+                format!("{at}.method"),
+                format!("{other:?} is not an auth method (use \"static\", \"default\", \"web_identity\" or \"assume_role\")"),
+            );
+            None
+        }
+    }
+}
+
+fn worker(raw: &RawWorker, p: &mut Problems) -> Option<WorkerSettings> {
+    let dur = |key: &str, v: &Option<String>, default: &str, p: &mut Problems| {
+        parse_duration(v.as_deref().unwrap_or(default))
+            .map_err(|m| p.push(format!("worker.{key}"), m))
+            .ok()
+    };
+    let shutdown_timeout = dur("shutdown_timeout", &raw.shutdown_timeout, "30s", p);
+    let startup_timeout = dur("startup_timeout", &raw.startup_timeout, "60s", p);
+    let max_in_flight_segments = raw.max_in_flight_segments.unwrap_or(64) as usize;
+    let max_concurrent_uploads = raw.max_concurrent_uploads.unwrap_or(8) as usize;
+    if max_in_flight_segments == 0 || max_concurrent_uploads == 0 {
+        p.push(
+            "worker",
+            "max_in_flight_segments and max_concurrent_uploads must be > 0",
+        );
+        return None;
+    }
+    let max_buffer_bytes = parse_size(raw.max_buffer_bytes.as_deref().unwrap_or("1GiB"))
+        .map_err(|m| p.push("worker.max_buffer_bytes", m))
+        .ok();
+    Some(WorkerSettings {
+        max_buffer_bytes: max_buffer_bytes? as usize,
+        shutdown_timeout: shutdown_timeout?,
+        startup_timeout: startup_timeout?,
+        max_in_flight_segments,
+        max_concurrent_uploads,
+    })
+}

@@ -1,0 +1,156 @@
+//! Loading whole config files: the public key names, errors that name the key, redaction.
+
+use super::*;
+
+const FULL: &str = r#"
+[source]
+kind = "kafka"
+brokers = "127.0.0.1:9092"
+group_id = "pail"
+topics = ["events"]
+[source.properties]
+"sasl.password" = "${KAFKA_PASSWORD}"
+"session.timeout.ms" = 6000
+
+[[destinations]]
+name = "acme"
+topics = ["events"]
+url = "s3://bucket/prefix"
+region = "us-east-1"
+endpoint = "http://127.0.0.1:8333"
+path_style = true
+key_template = "{topic}/dt={ts:%Y-%m-%d}/hour={ts:%H}"
+timestamp = "kafka"
+on_bad_record = "dead_letter"
+[destinations.auth]
+method = "static"
+access_key_id = "${S3_ACCESS_KEY_ID}"
+secret_access_key = "${S3_SECRET_ACCESS_KEY}"
+[destinations.rotation]
+max_records = 1000000
+max_bytes = "128MiB"
+max_age = "5m"
+[destinations.parquet]
+compression = "zstd"
+"#;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "KAFKA_PASSWORD" => Some("kafka-pass-123".into()),
+        "S3_ACCESS_KEY_ID" => Some("AKIDEXAMPLE".into()),
+        "S3_SECRET_ACCESS_KEY" => Some("very-secret-456".into()),
+        _ => None,
+    }
+}
+
+fn parse_str(text: &str) -> Result<Settings, ConfigError> {
+    parse(Path::new("test.toml"), text, &env)
+}
+
+#[test]
+fn the_documented_example_loads() {
+    let s = parse_str(FULL).unwrap();
+    let d = &s.destinations[0];
+    assert_eq!(
+        d.location,
+        Location::S3 {
+            bucket: "bucket".into(),
+            prefix: "prefix".into()
+        }
+    );
+    assert_eq!(d.rotation.max_bytes, 128 << 20);
+    assert!(d.path_style);
+    match &s.source {
+        SourceSettings::Kafka(k) => {
+            assert_eq!(k.topics, ["events"]);
+            assert_eq!(k.properties.0["session.timeout.ms"], "6000");
+            assert_eq!(k.properties.0["sasl.password"], "kafka-pass-123");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        matches!(&d.auth, AuthSettings::Static { secret_access_key, .. } if secret_access_key.expose() == "very-secret-456")
+    );
+}
+
+#[test]
+fn secrets_never_print() {
+    let s = parse_str(FULL).unwrap();
+    let debug = format!("{s:?}");
+    let json = serde_json::to_string(&s).unwrap();
+    for out in [debug, json] {
+        assert!(!out.contains("very-secret-456"), "{out}");
+        assert!(!out.contains("kafka-pass-123"), "{out}");
+        assert!(out.contains("AKIDEXAMPLE"));
+    }
+}
+
+#[test]
+fn unknown_key_is_named_with_its_path() {
+    let text = FULL.replace("path_style = true", "path_style = true\nbukket = \"x\"");
+    let err = parse_str(&text).unwrap_err().to_string();
+    assert!(err.contains("test.toml"), "{err}");
+    assert!(err.contains("destinations[0]"), "{err}");
+    assert!(err.contains("unknown field `bukket`"), "{err}");
+}
+
+#[test]
+fn missing_required_key_is_named() {
+    let text = FULL.replace("url = \"s3://bucket/prefix\"\n", "");
+    let err = parse_str(&text).unwrap_err().to_string();
+    assert!(err.contains("missing field `url`"), "{err}");
+    assert!(err.contains("destinations[0]"), "{err}");
+}
+
+#[test]
+fn unset_variable_names_key_and_variable() {
+    let text = FULL.replace("${S3_SECRET_ACCESS_KEY}", "${NOT_SET_ANYWHERE}");
+    let err = parse_str(&text).unwrap_err().to_string();
+    assert!(
+        err.contains("destinations[0].auth.secret_access_key"),
+        "{err}"
+    );
+    assert!(err.contains("NOT_SET_ANYWHERE"), "{err}");
+}
+
+#[test]
+fn invalid_values_are_all_reported_with_keys() {
+    let text = FULL
+        .replace("\"zstd\"", "\"lz5\"")
+        .replace("max_age = \"5m\"", "max_age = \"soon\"")
+        .replace("{ts:%H}", "{nope}");
+    let err = parse_str(&text).unwrap_err().to_string();
+    assert!(err.contains("destinations[0].parquet.compression"), "{err}");
+    assert!(err.contains("destinations[0].rotation.max_age"), "{err}");
+    assert!(err.contains("destinations[0].key_template"), "{err}");
+}
+
+#[test]
+fn a_topic_goes_to_exactly_one_destination() {
+    let mut text = FULL.to_string();
+    text.push_str("\n[[destinations]]\nname = \"other\"\ntopics = [\"events\"]\nurl = \"file:///tmp/x\"\ntimestamp = \"kafka\"\n");
+    let err = parse_str(&text).unwrap_err().to_string();
+    assert!(err.contains("goes to both"), "{err}");
+}
+
+#[test]
+fn file_source_needs_an_event_time_field() {
+    let text = "[source]\nkind = \"file\"\npath = \"x.ndjson\"\n[[destinations]]\nname = \"l\"\nurl = \"file://./out\"\n";
+    let err = parse_str(text).unwrap_err().to_string();
+    assert!(err.contains("field:NAME"), "{err}");
+    let ok = format!("{text}timestamp = \"field:ts\"\n");
+    let s = parse_str(&ok).unwrap();
+    assert_eq!(s.route(FILE_TOPIC), Some(0));
+}
+
+#[test]
+fn static_keys_fall_back_to_conventional_env_names() {
+    let text = FULL.replace(
+        "access_key_id = \"${S3_ACCESS_KEY_ID}\"\nsecret_access_key = \"${S3_SECRET_ACCESS_KEY}\"\n",
+        "",
+    );
+    let s = parse_str(&text).unwrap();
+    assert!(
+        matches!(&s.destinations[0].auth, AuthSettings::Static { access_key_id, .. } if access_key_id == "AKIDEXAMPLE")
+    );
+}

@@ -1,0 +1,264 @@
+//! Delivery: sealed segments are encoded and uploaded concurrently, and a partition's offset
+//! is committed only once every object of that segment and of every earlier segment of the
+//! partition is durable.
+
+mod objects;
+mod upload;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::buffer::Segment;
+use crate::config::ParquetSettings;
+use crate::encode::EncodeError;
+use crate::store::{ObjectStore, PutOutcome};
+
+pub use objects::{PlannedObject, join_key, object_name, plan_objects};
+pub use upload::{RetryPolicy, UploadError, put_with_retry};
+
+/// A topic-partition.
+pub type PartitionKey = (Arc<str>, i32);
+
+/// Everything needed to write one destination's objects.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: String,
+    pub store: Arc<dyn ObjectStore>,
+    pub prefix: String,
+    pub parquet: ParquetSettings,
+}
+
+/// Why a segment could not be delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("destination {destination:?}: {source}")]
+    Upload {
+        destination: String,
+        source: UploadError,
+    },
+    #[error(
+        "destination {destination:?}: encoding {topic}[{partition}] offsets {start}..={end}: {source}"
+    )]
+    Encode {
+        destination: String,
+        topic: String,
+        partition: i32,
+        start: i64,
+        end: i64,
+        source: EncodeError,
+    },
+    #[error("delivery task failed: {0}")]
+    Task(String),
+}
+
+/// What one delivered segment wrote.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SegmentReport {
+    pub objects_created: u64,
+    pub objects_existing: u64,
+    pub rows: u64,
+    pub dead_letters: u64,
+}
+
+/// A finished delivery task.
+#[derive(Debug)]
+pub struct Completion {
+    pub partition: PartitionKey,
+    pub epoch: u64,
+    pub start: i64,
+    pub end: i64,
+    pub bytes: usize,
+    pub result: Result<SegmentReport, DeliveryError>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    start: i64,
+    end: i64,
+    done: bool,
+}
+
+/// Uploads in flight and the per-partition order in which their offsets may be committed.
+pub struct Delivery {
+    tasks: JoinSet<Completion>,
+    order: HashMap<PartitionKey, (u64, VecDeque<Pending>)>,
+    uploads: Arc<Semaphore>,
+    encoders: Arc<Semaphore>,
+    policy: RetryPolicy,
+    shutdown: CancellationToken,
+    in_flight_bytes: usize,
+}
+
+impl Delivery {
+    /// A delivery stage with at most `max_uploads` concurrent PUTs.
+    pub fn new(max_uploads: usize, policy: RetryPolicy, shutdown: CancellationToken) -> Self {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            tasks: JoinSet::new(),
+            order: HashMap::new(),
+            uploads: Arc::new(Semaphore::new(max_uploads)),
+            encoders: Arc::new(Semaphore::new(cpus)),
+            policy,
+            shutdown,
+            in_flight_bytes: 0,
+        }
+    }
+
+    /// Segments sealed but not yet delivered.
+    pub fn in_flight(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Buffered bytes held by segments in flight.
+    pub fn in_flight_bytes(&self) -> usize {
+        self.in_flight_bytes
+    }
+
+    /// Starts delivering a sealed segment of a partition in its current `epoch`.
+    pub fn submit(&mut self, seg: Segment, epoch: u64, target: Target) {
+        let key: PartitionKey = (seg.topic.clone(), seg.partition);
+        let queue = self
+            .order
+            .entry(key.clone())
+            .or_insert_with(|| (epoch, VecDeque::new()));
+        if queue.0 != epoch {
+            *queue = (epoch, VecDeque::new());
+        }
+        queue.1.push_back(Pending {
+            start: seg.start,
+            end: seg.end,
+            done: false,
+        });
+        self.in_flight_bytes += seg.bytes;
+        let uploads = self.uploads.clone();
+        let encoders = self.encoders.clone();
+        let policy = self.policy;
+        let shutdown = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            let (start, end, bytes) = (seg.start, seg.end, seg.bytes);
+            let result = deliver(seg, target, uploads, encoders, policy, shutdown).await;
+            Completion {
+                partition: key,
+                epoch,
+                start,
+                end,
+                bytes,
+                result,
+            }
+        });
+    }
+
+    /// Waits for the next finished segment; `None` when nothing is in flight.
+    pub async fn next(&mut self) -> Option<Completion> {
+        let joined = self.tasks.join_next().await?;
+        let completion = joined.unwrap_or_else(|e| Completion {
+            partition: (Arc::from(""), -1),
+            epoch: u64::MAX,
+            start: 0,
+            end: -1,
+            bytes: 0,
+            result: Err(DeliveryError::Task(e.to_string())),
+        });
+        self.in_flight_bytes = self.in_flight_bytes.saturating_sub(completion.bytes);
+        Some(completion)
+    }
+
+    /// Records a successful completion; returns the offset now safe to commit, if it advanced.
+    pub fn complete(&mut self, c: &Completion) -> Option<i64> {
+        let (epoch, queue) = self.order.get_mut(&c.partition)?;
+        if *epoch != c.epoch {
+            return None;
+        }
+        if let Some(p) = queue
+            .iter_mut()
+            .find(|p| p.start == c.start && p.end == c.end)
+        {
+            p.done = true;
+        }
+        let mut commit = None;
+        while queue.front().is_some_and(|p| p.done) {
+            commit = queue.pop_front().map(|p| p.end + 1);
+        }
+        commit
+    }
+
+    /// Forgets a partition's pending commits (it was revoked); late completions are ignored.
+    pub fn forget(&mut self, partition: &PartitionKey) {
+        self.order.remove(partition);
+    }
+}
+
+async fn deliver(
+    seg: Segment,
+    target: Target,
+    uploads: Arc<Semaphore>,
+    encoders: Arc<Semaphore>,
+    policy: RetryPolicy,
+    shutdown: CancellationToken,
+) -> Result<SegmentReport, DeliveryError> {
+    let mut report = SegmentReport {
+        rows: seg.files.values().map(|f| f.rows.len() as u64).sum(),
+        dead_letters: seg.dead_letter_count,
+        ..SegmentReport::default()
+    };
+    let destination = target.name.clone();
+    let objects = {
+        let _permit = encoders
+            .acquire_owned()
+            .await
+            .map_err(|e| DeliveryError::Task(e.to_string()))?;
+        let prefix = target.prefix.clone();
+        let parquet = target.parquet.clone();
+        tokio::task::spawn_blocking(move || {
+            plan_objects(&seg, &prefix, &parquet).map_err(|source| DeliveryError::Encode {
+                destination: destination.clone(),
+                topic: seg.topic.to_string(),
+                partition: seg.partition,
+                start: seg.start,
+                end: seg.end,
+                source,
+            })
+        })
+        .await
+        .map_err(|e| DeliveryError::Task(e.to_string()))??
+    };
+    let puts = objects.into_iter().map(|obj| {
+        let uploads = uploads.clone();
+        let store = target.store.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            let _permit = uploads
+                .acquire_owned()
+                .await
+                .map_err(|_| UploadError::Cancelled)?;
+            let outcome = put_with_retry(
+                store.as_ref(),
+                &obj.key,
+                obj.body,
+                &obj.metadata,
+                &policy,
+                &shutdown,
+            )
+            .await?;
+            tracing::debug!(key = %obj.key, ?outcome, "object durable");
+            Ok::<_, UploadError>(outcome)
+        }
+    });
+    for outcome in futures::future::join_all(puts).await {
+        match outcome {
+            Ok(PutOutcome::Created) => report.objects_created += 1,
+            Ok(PutOutcome::AlreadyExists) => report.objects_existing += 1,
+            Err(source) => {
+                return Err(DeliveryError::Upload {
+                    destination: target.name.clone(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(report)
+}

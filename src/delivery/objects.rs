@@ -1,0 +1,81 @@
+//! A sealed segment → the objects that hold it: one Parquet object per output path, plus one
+//! NDJSON dead-letter object when the segment has bad records.
+
+use bytes::Bytes;
+
+use crate::buffer::Segment;
+use crate::config::ParquetSettings;
+use crate::encode::{EncodeError, PAIL_VERSION, Provenance, encode_parquet};
+use crate::partition::sanitize;
+use crate::store::ObjectMetadata;
+
+/// One object to upload.
+#[derive(Debug, Clone)]
+pub struct PlannedObject {
+    pub key: String,
+    pub body: Bytes,
+    pub metadata: ObjectMetadata,
+}
+
+/// Joins non-empty key parts with `/`.
+pub fn join_key(parts: &[&str]) -> String {
+    parts
+        .iter()
+        .filter(|p| !p.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// The object file name for a segment: `{topic}+{partition}+{start:020}.{ext}`.
+pub fn object_name(topic: &str, partition: i32, start: i64, ext: &str) -> String {
+    format!("{}+{partition}+{start:020}.{ext}", sanitize(topic))
+}
+
+fn metadata(seg: &Segment, first: i64, last: i64, count: usize) -> ObjectMetadata {
+    vec![
+        ("pail-version".into(), PAIL_VERSION.into()),
+        ("pail-topic".into(), seg.topic.to_string()),
+        ("pail-partition".into(), seg.partition.to_string()),
+        ("pail-first-offset".into(), first.to_string()),
+        ("pail-last-offset".into(), last.to_string()),
+        ("pail-record-count".into(), count.to_string()),
+        ("pail-segment".into(), format!("{}-{}", seg.start, seg.end)),
+    ]
+}
+
+/// Encodes every object of a segment. CPU-bound: run it off the async threads.
+pub fn plan_objects(
+    seg: &Segment,
+    prefix: &str,
+    parquet: &ParquetSettings,
+) -> Result<Vec<PlannedObject>, EncodeError> {
+    let mut objects = Vec::with_capacity(seg.files.len() + 1);
+    let name = object_name(&seg.topic, seg.partition, seg.start, "parquet");
+    for (path, file) in &seg.files {
+        let body = encode_parquet(
+            file,
+            Provenance {
+                topic: &seg.topic,
+                partition: seg.partition,
+            },
+            parquet,
+        )?;
+        let first = file.rows.first().map_or(seg.start, |r| r.offset);
+        let last = file.rows.last().map_or(seg.end, |r| r.offset);
+        objects.push(PlannedObject {
+            key: join_key(&[prefix, path, &name]),
+            body: Bytes::from(body),
+            metadata: metadata(seg, first, last, file.rows.len()),
+        });
+    }
+    if seg.dead_letter_count > 0 {
+        let name = object_name(&seg.topic, seg.partition, seg.start, "ndjson");
+        objects.push(PlannedObject {
+            key: join_key(&[prefix, "_errors", &sanitize(&seg.topic), &name]),
+            body: Bytes::from(seg.dead_letters.clone()),
+            metadata: metadata(seg, seg.start, seg.end, seg.dead_letter_count as usize),
+        });
+    }
+    Ok(objects)
+}

@@ -1,0 +1,377 @@
+//! Object keys: the key template, event-time extraction and key sanitising.
+//!
+//! Routing is a pure function of the record (its topic, partition, event time and fields), so
+//! replaying the same records after a crash rebuilds exactly the same keys.
+
+use std::fmt::Write as _;
+
+use chrono::format::{Item, StrftimeItems};
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::{Map, Value};
+use thiserror::Error;
+
+/// Longest encoded field value kept verbatim in a key; longer ones are cut and hashed.
+const MAX_VALUE_LEN: usize = 128;
+/// What a missing, null or empty field renders as (the name Hive, Spark and Athena read as null).
+pub const NULL_VALUE: &str = "__HIVE_DEFAULT_PARTITION__";
+
+/// A problem with the template text itself, found when the config is loaded.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum TemplateError {
+    #[error("unclosed '{{' in key template {0:?}")]
+    Unclosed(String),
+    #[error(
+        "unknown placeholder {{{0}}} (use {{topic}}, {{partition}}, {{ts:FORMAT}} or {{field:NAME}})"
+    )]
+    UnknownPlaceholder(String),
+    #[error("invalid strftime format {0:?} in {{ts:...}}")]
+    BadTimeFormat(String),
+    #[error("key template {0:?} has an empty, '.' or '..' path segment")]
+    BadSegment(String),
+}
+
+/// Why a record could not be given a key: it is a bad record, not a bad config.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum RouteError {
+    #[error("record has no Kafka timestamp")]
+    NoKafkaTimestamp,
+    #[error("timestamp field {field:?} is missing or null")]
+    MissingField { field: String },
+    #[error("timestamp field {field:?}: {why}")]
+    BadTimestamp { field: String, why: String },
+}
+
+/// Where a record's event time comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimestampSource {
+    /// The Kafka record timestamp (CreateTime or LogAppendTime).
+    Kafka,
+    /// A top-level or dotted field holding an RFC 3339 string or epoch milliseconds.
+    Field(String),
+}
+
+impl TimestampSource {
+    /// Parses `kafka` or `field:NAME`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.split_once(':') {
+            None if text == "kafka" => Ok(Self::Kafka),
+            Some(("field", name)) if !name.is_empty() => Ok(Self::Field(name.to_string())),
+            _ => Err(format!(
+                "{text:?} is not a timestamp source (use \"kafka\" or \"field:NAME\")"
+            )),
+        }
+    }
+
+    /// The event time of one record.
+    pub fn extract(
+        &self,
+        kafka_ts_ms: Option<i64>,
+        value: &Map<String, Value>,
+    ) -> Result<DateTime<Utc>, RouteError> {
+        match self {
+            Self::Kafka => kafka_ts_ms
+                .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
+                .ok_or(RouteError::NoKafkaTimestamp),
+            Self::Field(name) => {
+                let bad = |why: &str| RouteError::BadTimestamp {
+                    field: name.clone(),
+                    why: why.to_string(),
+                };
+                match lookup(value, name) {
+                    None | Some(Value::Null) => Err(RouteError::MissingField {
+                        field: name.clone(),
+                    }),
+                    Some(Value::String(s)) => DateTime::parse_from_rfc3339(s)
+                        .map(|t| t.with_timezone(&Utc))
+                        .map_err(|e| bad(&format!("{s:?} is not RFC 3339 ({e})"))),
+                    Some(Value::Number(n)) => {
+                        let ms = n
+                            .as_i64()
+                            .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
+                            .ok_or_else(|| bad("number out of range"))?;
+                        Utc.timestamp_millis_opt(ms)
+                            .single()
+                            .ok_or_else(|| bad("epoch milliseconds out of range"))
+                    }
+                    Some(other) => Err(bad(&format!(
+                        "expected an RFC 3339 string or epoch milliseconds, got {}",
+                        type_name(other)
+                    ))),
+                }
+            }
+        }
+    }
+}
+
+/// Finds `a.b.c` in nested objects; an exact top-level key wins over the dotted path.
+pub fn lookup<'v>(object: &'v Map<String, Value>, path: &str) -> Option<&'v Value> {
+    if let Some(v) = object.get(path) {
+        return Some(v);
+    }
+    let mut parts = path.split('.');
+    let first = object.get(parts.next()?)?;
+    parts.try_fold(first, |v, part| v.get(part))
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(String),
+    Topic,
+    Partition,
+    Time(String),
+    Field(String),
+}
+
+/// A parsed key template such as `{topic}/dt={ts:%Y-%m-%d}/hour={ts:%H}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyTemplate {
+    text: String,
+    parts: Vec<Part>,
+}
+
+impl KeyTemplate {
+    /// Parses and checks a template; leading and trailing `/` are ignored.
+    pub fn parse(text: &str) -> Result<Self, TemplateError> {
+        let trimmed = text.trim_matches('/');
+        let mut parts = Vec::new();
+        let mut rest = trimmed;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(Part::Literal(rest[..open].to_string()));
+            }
+            let close = rest[open..]
+                .find('}')
+                .ok_or_else(|| TemplateError::Unclosed(text.to_string()))?;
+            let inner = &rest[open + 1..open + close];
+            parts.push(match inner.split_once(':') {
+                None if inner == "topic" => Part::Topic,
+                None if inner == "partition" => Part::Partition,
+                Some(("ts", fmt)) => {
+                    let items: Vec<Item<'_>> = StrftimeItems::new(fmt).collect();
+                    if fmt.is_empty() || items.iter().any(|i| matches!(i, Item::Error)) {
+                        return Err(TemplateError::BadTimeFormat(fmt.to_string()));
+                    }
+                    Part::Time(fmt.to_string())
+                }
+                Some(("field", name)) if !name.is_empty() => Part::Field(name.to_string()),
+                _ => return Err(TemplateError::UnknownPlaceholder(inner.to_string())),
+            });
+            rest = &rest[open + close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Literal(rest.to_string()));
+        }
+        let template = Self {
+            text: trimmed.to_string(),
+            parts,
+        };
+        // A sample rendering catches literal segments such as `a//b` or `../x`; placeholders
+        // always render to non-empty, dot-safe text.
+        let sample = template.render("t", 0, DateTime::UNIX_EPOCH, &Map::new());
+        if !sample.is_empty()
+            && sample
+                .split('/')
+                .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+        {
+            return Err(TemplateError::BadSegment(text.to_string()));
+        }
+        Ok(template)
+    }
+
+    /// The template as configured.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The directory part of an object key for one record. Field values are sanitised.
+    pub fn render(
+        &self,
+        topic: &str,
+        partition: i32,
+        ts: DateTime<Utc>,
+        value: &Map<String, Value>,
+    ) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Literal(s) => out.push_str(s),
+                Part::Topic => out.push_str(&sanitize(topic)),
+                Part::Partition => {
+                    let _ = write!(out, "{partition}");
+                }
+                Part::Time(fmt) => {
+                    // The format was validated in `parse`, so writing cannot fail.
+                    let _ = write!(out, "{}", ts.format(fmt));
+                }
+                Part::Field(name) => match lookup(value, name) {
+                    None | Some(Value::Null) => out.push_str(NULL_VALUE),
+                    Some(Value::String(s)) => out.push_str(&sanitize(s)),
+                    Some(other) => out.push_str(&sanitize(&other.to_string())),
+                },
+            }
+        }
+        out
+    }
+}
+
+/// Makes a value safe as one key segment: bytes outside `[A-Za-z0-9._~-]` are percent-encoded,
+/// `.` and `..` are encoded, empty becomes [`NULL_VALUE`], and values longer than 128 encoded
+/// bytes are cut and suffixed with `~` and a 64-bit FNV-1a hash of the whole value, so distinct
+/// values stay distinct and no key escapes its prefix or exceeds S3's 1024-byte limit.
+pub fn sanitize(value: &str) -> String {
+    if value.is_empty() {
+        return NULL_VALUE.to_string();
+    }
+    if value == "." || value == ".." {
+        return value.replace('.', "%2E");
+    }
+    let mut out = String::with_capacity(value.len());
+    for &b in value.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    if out.len() > MAX_VALUE_LEN {
+        let mut cut = MAX_VALUE_LEN - 17;
+        // Never split a %XX escape.
+        while out[..cut].ends_with('%') || out[..cut.saturating_sub(1)].ends_with('%') {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        let _ = write!(out, "~{:016x}", fnv1a(value.as_bytes()));
+    }
+    out
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    fn ts() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2024-03-05T07:08:09Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn renders_hive_style_paths() {
+        let t = KeyTemplate::parse("{topic}/dt={ts:%Y-%m-%d}/hour={ts:%H}").unwrap();
+        assert_eq!(
+            t.render("events", 3, ts(), &obj(json!({}))),
+            "events/dt=2024-03-05/hour=07"
+        );
+        let t = KeyTemplate::parse("/p={partition}/c={field:user.country}/").unwrap();
+        assert_eq!(
+            t.render("e", 3, ts(), &obj(json!({"user": {"country": "DE"}}))),
+            "p=3/c=DE"
+        );
+        assert_eq!(
+            t.render("e", 3, ts(), &obj(json!({}))),
+            format!("p=3/c={NULL_VALUE}")
+        );
+    }
+
+    #[test]
+    fn rejects_bad_templates() {
+        assert!(matches!(
+            KeyTemplate::parse("{nope}"),
+            Err(TemplateError::UnknownPlaceholder(_))
+        ));
+        assert!(matches!(
+            KeyTemplate::parse("{ts:%Q}"),
+            Err(TemplateError::BadTimeFormat(_))
+        ));
+        assert!(matches!(
+            KeyTemplate::parse("{topic"),
+            Err(TemplateError::Unclosed(_))
+        ));
+        assert!(matches!(
+            KeyTemplate::parse("a/../{topic}"),
+            Err(TemplateError::BadSegment(_))
+        ));
+        assert!(matches!(
+            KeyTemplate::parse("a//b"),
+            Err(TemplateError::BadSegment(_))
+        ));
+    }
+
+    #[test]
+    fn hostile_field_values_stay_in_one_segment() {
+        for hostile in ["../../x", "/", "..", ".", "", "a\u{0}b\nc", "ü/ä"] {
+            let s = sanitize(hostile);
+            assert!(!s.contains('/'), "{hostile:?} -> {s}");
+            assert!(s != "." && s != ".." && !s.is_empty(), "{hostile:?} -> {s}");
+            assert!(
+                s.bytes().all(|b| b.is_ascii_graphic()),
+                "{hostile:?} -> {s}"
+            );
+        }
+        let long = "x/".repeat(1000);
+        let s = sanitize(&long);
+        assert!(s.len() <= MAX_VALUE_LEN, "{}", s.len());
+        assert_ne!(s, sanitize(&"x/".repeat(999)));
+    }
+
+    #[test]
+    fn timestamps_from_kafka_and_fields() {
+        let v = obj(
+            json!({"ts": "2024-03-05T08:08:09+01:00", "ms": 1_709_622_489_000_i64, "bad": "soon"}),
+        );
+        assert_eq!(
+            TimestampSource::parse("field:ts")
+                .unwrap()
+                .extract(None, &v)
+                .unwrap(),
+            ts()
+        );
+        assert_eq!(
+            TimestampSource::Field("ms".into())
+                .extract(None, &v)
+                .unwrap(),
+            ts()
+        );
+        assert!(matches!(
+            TimestampSource::Field("bad".into()).extract(None, &v),
+            Err(RouteError::BadTimestamp { .. })
+        ));
+        assert!(matches!(
+            TimestampSource::Field("gone".into()).extract(None, &v),
+            Err(RouteError::MissingField { .. })
+        ));
+        assert_eq!(
+            TimestampSource::Kafka
+                .extract(Some(1_709_622_489_000), &v)
+                .unwrap(),
+            ts()
+        );
+        assert_eq!(
+            TimestampSource::Kafka.extract(None, &v),
+            Err(RouteError::NoKafkaTimestamp)
+        );
+        assert!(TimestampSource::parse("processing").is_err());
+    }
+}

@@ -1,0 +1,331 @@
+//! The Kafka consumer: group membership, rebalance events handed to the run loop, offsets.
+//!
+//! The rebalance callbacks run inside librdkafka's poll; they only push an event onto a
+//! channel and return. Blocking calls (metadata, watermarks, commits) run on the blocking pool.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+use super::Record;
+use crate::config::KafkaSettings;
+
+/// A topic and partition, owned.
+pub type TopicPartition = (String, i32);
+
+/// Something the consumer reports outside the message stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KafkaEvent {
+    Assigned(Vec<TopicPartition>),
+    Revoked(Vec<TopicPartition>),
+    Error {
+        message: String,
+        fatal: bool,
+        all_brokers_down: bool,
+    },
+}
+
+/// Kafka failures, each naming the brokers, topic or partition involved.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSourceError {
+    #[error("cannot create the Kafka consumer for {brokers}: {source}")]
+    Create { brokers: String, source: KafkaError },
+    #[error("cannot reach Kafka brokers {brokers}: {message}")]
+    Unreachable { brokers: String, message: String },
+    #[error("topic {topic:?} does not exist on {brokers}")]
+    NoSuchTopic { topic: String, brokers: String },
+    #[error("Kafka {op} failed: {source}")]
+    Call {
+        op: &'static str,
+        source: KafkaError,
+    },
+    #[error("Kafka background task failed: {0}")]
+    Task(String),
+}
+
+/// Hands rebalances and client errors to the run loop; never blocks.
+pub struct PailContext {
+    events: UnboundedSender<KafkaEvent>,
+}
+
+fn list(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}
+
+impl ClientContext for PailContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", fac, "{message}"),
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", fac, "{message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", fac, "{message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", fac, "{message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let code = error.rdkafka_error_code();
+        let _ = self.events.send(KafkaEvent::Error {
+            message: format!("{error}: {reason}"),
+            fatal: code == Some(RDKafkaErrorCode::Fatal),
+            all_brokers_down: code == Some(RDKafkaErrorCode::AllBrokersDown),
+        });
+    }
+}
+
+impl ConsumerContext for PailContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let _ = self.events.send(KafkaEvent::Revoked(list(tpl)));
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let _ = self.events.send(KafkaEvent::Assigned(list(tpl)));
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => {
+                let _ = self.events.send(KafkaEvent::Error {
+                    message: format!("rebalance failed: {e}"),
+                    fatal: false,
+                    all_brokers_down: false,
+                });
+            }
+        }
+    }
+}
+
+/// A subscribed consumer plus the channel of its events.
+pub struct KafkaSource {
+    consumer: Arc<StreamConsumer<PailContext>>,
+    brokers: String,
+    topics: Vec<String>,
+    /// Shared topic names, so records of one topic share one allocation.
+    topic_names: Vec<Arc<str>>,
+    /// `auto.offset.reset` points at the end: a partition without a commit starts at its end.
+    starts_at_end: bool,
+}
+
+/// The librdkafka configuration pail runs with: the user's properties over pail's defaults,
+/// except the settings the delivery protocol depends on.
+pub fn client_config(settings: &KafkaSettings) -> ClientConfig {
+    let mut defaults = BTreeMap::from([
+        ("auto.offset.reset", "earliest"),
+        ("client.id", "pail"),
+        ("session.timeout.ms", "45000"),
+    ]);
+    let mut config = ClientConfig::new();
+    for (k, v) in &settings.properties.0 {
+        defaults.remove(k.as_str());
+        config.set(k, v);
+    }
+    for (k, v) in defaults {
+        config.set(k, v);
+    }
+    for (k, v) in [
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+    ] {
+        if settings.properties.0.get(k).is_some_and(|user| user != v) {
+            tracing::warn!(
+                property = k,
+                "ignoring {k}: pail commits offsets itself, after delivery"
+            );
+        }
+        config.set(k, v);
+    }
+    config
+        .set("bootstrap.servers", &settings.brokers)
+        .set("group.id", &settings.group_id);
+    config
+}
+
+impl KafkaSource {
+    /// Creates the consumer, subscribes to the configured topics, and returns the receiver of
+    /// its rebalance and error events.
+    pub fn connect(
+        settings: &KafkaSettings,
+    ) -> Result<(Self, UnboundedReceiver<KafkaEvent>), KafkaSourceError> {
+        let (tx, rx) = unbounded_channel();
+        let create = |source| KafkaSourceError::Create {
+            brokers: settings.brokers.clone(),
+            source,
+        };
+        let consumer: StreamConsumer<PailContext> = client_config(settings)
+            .set_log_level(RDKafkaLogLevel::Warning)
+            .create_with_context(PailContext { events: tx })
+            .map_err(create)?;
+        let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics).map_err(create)?;
+        let source = Self {
+            consumer: Arc::new(consumer),
+            brokers: settings.brokers.clone(),
+            topics: settings.topics.clone(),
+            topic_names: settings
+                .topics
+                .iter()
+                .map(|t| Arc::from(t.as_str()))
+                .collect(),
+            starts_at_end: matches!(
+                settings
+                    .properties
+                    .0
+                    .get("auto.offset.reset")
+                    .map(String::as_str),
+                Some("latest" | "largest" | "end")
+            ),
+        };
+        Ok((source, rx))
+    }
+
+    /// Checks that the brokers answer and every topic exists.
+    pub async fn check_topics(&self, timeout: Duration) -> Result<(), KafkaSourceError> {
+        let consumer = self.consumer.clone();
+        let brokers = self.brokers.clone();
+        let topics = self.topics.clone();
+        tokio::task::spawn_blocking(move || {
+            let metadata = consumer.fetch_metadata(None, timeout).map_err(|e| {
+                KafkaSourceError::Unreachable {
+                    brokers: brokers.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+            for topic in topics {
+                let found = metadata
+                    .topics()
+                    .iter()
+                    .any(|t| t.name() == topic && t.error().is_none());
+                if !found {
+                    return Err(KafkaSourceError::NoSuchTopic { topic, brokers });
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| KafkaSourceError::Task(e.to_string()))?
+    }
+
+    /// Waits for the next message; errors are returned, not retried.
+    pub async fn recv(&self) -> Result<Record, KafkaError> {
+        let msg = self.consumer.recv().await?;
+        let topic = self
+            .topic_names
+            .iter()
+            .find(|t| ***t == *msg.topic())
+            .cloned()
+            .unwrap_or_else(|| Arc::from(msg.topic()));
+        Ok(Record {
+            topic,
+            partition: msg.partition(),
+            offset: msg.offset(),
+            timestamp_ms: msg.timestamp().to_millis(),
+            key: msg.key().map(<[u8]>::to_vec),
+            payload: msg.payload().map(<[u8]>::to_vec),
+        })
+    }
+
+    /// For each partition: the offset consumption starts from and the high watermark now.
+    pub async fn start_and_end(
+        &self,
+        partitions: Vec<TopicPartition>,
+        timeout: Duration,
+    ) -> Result<Vec<(TopicPartition, i64, i64)>, KafkaSourceError> {
+        let consumer = self.consumer.clone();
+        let latest = self.starts_at_end;
+        tokio::task::spawn_blocking(move || {
+            let call = |op| move |source| KafkaSourceError::Call { op, source };
+            let mut tpl = TopicPartitionList::new();
+            for (t, p) in &partitions {
+                tpl.add_partition(t, *p);
+            }
+            let committed = consumer
+                .committed_offsets(tpl, timeout)
+                .map_err(call("committed offsets"))?;
+            let mut out = Vec::with_capacity(partitions.len());
+            for (t, p) in partitions {
+                let (low, high) = consumer
+                    .fetch_watermarks(&t, p, timeout)
+                    .map_err(call("fetch watermarks"))?;
+                let start = match committed.find_partition(&t, p).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => o,
+                    _ if latest => high,
+                    _ => low,
+                };
+                out.push(((t, p), start, high));
+            }
+            drop(committed);
+            Ok(out)
+        })
+        .await
+        .map_err(|e| KafkaSourceError::Task(e.to_string()))?
+    }
+
+    /// The consumer's position (next offset to return) for a partition, if known.
+    pub fn position(&self, topic: &str, partition: i32) -> Option<i64> {
+        let tpl = self.consumer.position().ok()?;
+        let pos = match tpl.find_partition(topic, partition)?.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        };
+        drop(tpl);
+        pos
+    }
+
+    /// Commits offsets synchronously; returns when the group coordinator has them.
+    pub async fn commit(
+        &self,
+        offsets: Vec<(TopicPartition, i64)>,
+    ) -> Result<(), KafkaSourceError> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let consumer = self.consumer.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut tpl = TopicPartitionList::new();
+            for ((t, p), o) in &offsets {
+                tpl.add_partition_offset(t, *p, Offset::Offset(*o))
+                    .map_err(|source| KafkaSourceError::Call {
+                        op: "commit",
+                        source,
+                    })?;
+            }
+            let result = consumer.commit(&tpl, CommitMode::Sync);
+            drop(tpl);
+            result.map_err(|source| KafkaSourceError::Call {
+                op: "commit",
+                source,
+            })
+        })
+        .await
+        .map_err(|e| KafkaSourceError::Task(e.to_string()))?
+    }
+
+    /// Leaves the group cleanly.
+    pub async fn close(self) {
+        let consumer = self.consumer;
+        let _ = tokio::task::spawn_blocking(move || {
+            consumer.unsubscribe();
+            drop(consumer);
+        })
+        .await;
+    }
+}

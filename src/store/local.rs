@@ -1,0 +1,127 @@
+//! A local directory as an append-only object store: write to a hidden temporary file, then
+//! hard-link it into place so an existing object is never replaced.
+
+use std::io::{ErrorKind, Write};
+use std::path::{Component, Path, PathBuf};
+
+use bytes::Bytes;
+
+use super::{BoxFuture, ErrorClass, ObjectMetadata, ObjectStore, PutOutcome, StoreError};
+
+/// Objects as files under `root`; keys are relative paths.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+    overwrite_protection: bool,
+}
+
+impl LocalStore {
+    /// A store rooted at `root` (created on first write).
+    pub fn new(root: PathBuf, overwrite_protection: bool) -> Self {
+        Self {
+            root,
+            overwrite_protection,
+        }
+    }
+
+    fn path_of(&self, key: &str, op: &'static str) -> Result<PathBuf, StoreError> {
+        let rel = Path::new(key);
+        let safe = !key.is_empty() && rel.components().all(|c| matches!(c, Component::Normal(_)));
+        if !safe {
+            return Err(self.error(
+                op,
+                key,
+                ErrorClass::Permanent,
+                "key escapes the destination directory".into(),
+            ));
+        }
+        Ok(self.root.join(rel))
+    }
+
+    fn error(&self, op: &'static str, key: &str, class: ErrorClass, message: String) -> StoreError {
+        StoreError {
+            class,
+            op,
+            target: self.root.join(key).display().to_string(),
+            code: None,
+            message,
+        }
+    }
+
+    fn put_blocking(&self, key: &str, body: &[u8]) -> Result<PutOutcome, StoreError> {
+        let path = self.path_of(key, "PUT")?;
+        let io = |e: std::io::Error| {
+            let class = match e.kind() {
+                ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => {
+                    ErrorClass::Permanent
+                }
+                _ => ErrorClass::Transient,
+            };
+            self.error("PUT", key, class, e.to_string())
+        };
+        let dir = path.parent().unwrap_or(&self.root);
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("object");
+        let tmp = dir.join(format!(
+            ".{name}.{}.{:016x}.tmp",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let result = (|| {
+            let mut f = std::fs::File::create_new(&tmp)?;
+            f.write_all(body)?;
+            f.sync_all()?;
+            if self.overwrite_protection {
+                match std::fs::hard_link(&tmp, &path) {
+                    Ok(()) => Ok(PutOutcome::Created),
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(PutOutcome::AlreadyExists),
+                    Err(e) => Err(e),
+                }
+            } else {
+                std::fs::rename(&tmp, &path).map(|()| PutOutcome::Created)
+            }
+        })();
+        let _ = std::fs::remove_file(&tmp);
+        let outcome = result.map_err(io)?;
+        // The link is durable only once its directory entry is.
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+        Ok(outcome)
+    }
+}
+
+impl ObjectStore for LocalStore {
+    fn put_if_absent<'a>(
+        &'a self,
+        key: &'a str,
+        body: Bytes,
+        _metadata: &'a ObjectMetadata,
+    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
+        let this = self.clone();
+        let key_owned = key.to_string();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || this.put_blocking(&key_owned, &body))
+                .await
+                .map_err(|e| self.error("PUT", key, ErrorClass::Transient, e.to_string()))?
+        })
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let path = self.path_of(key, "DELETE")?;
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(self.error("DELETE", key, ErrorClass::Permanent, e.to_string())),
+            }
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+}

@@ -1,0 +1,95 @@
+//! Object stores: the one operation pail needs (create an object if absent) and the delete the
+//! connection test uses, for S3 and for a local directory.
+
+mod local;
+mod s3;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use thiserror::Error;
+
+pub use local::LocalStore;
+pub use s3::{S3Store, build_s3_client};
+
+use crate::config::{DestinationSettings, Location};
+
+/// A boxed, sendable future: the trait is used behind `dyn`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a conditional PUT found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The object was written now.
+    Created,
+    /// An object already had this key (412): an earlier attempt wrote it.
+    AlreadyExists,
+}
+
+/// Whether retrying can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// 5xx, SlowDown, timeouts, connection errors: retry with backoff.
+    Transient,
+    /// Access denied, missing bucket, bad credentials: needs a human; retry slowly.
+    Permanent,
+}
+
+/// A failed store operation, naming the object and the store's error code.
+#[derive(Debug, Error)]
+#[error("{op} {target}: {}{message}", code.as_deref().map(|c| format!("{c}: ")).unwrap_or_default())]
+pub struct StoreError {
+    pub class: ErrorClass,
+    pub op: &'static str,
+    pub target: String,
+    pub code: Option<String>,
+    pub message: String,
+}
+
+/// User metadata stored with an object (`x-amz-meta-*` on S3).
+pub type ObjectMetadata = Vec<(String, String)>;
+
+/// Where sealed segments are written. Implementations never read, list or overwrite.
+pub trait ObjectStore: Send + Sync + fmt::Debug {
+    /// Writes `body` at `key` unless an object already exists there.
+    fn put_if_absent<'a>(
+        &'a self,
+        key: &'a str,
+        body: Bytes,
+        metadata: &'a ObjectMetadata,
+    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>>;
+
+    /// Deletes `key` (used by the connection test only).
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// The store's URL, for messages.
+    fn describe(&self) -> String;
+}
+
+/// Builds the store a destination writes to.
+pub async fn build_store(dest: &DestinationSettings) -> Result<Arc<dyn ObjectStore>, StoreError> {
+    Ok(match &dest.location {
+        Location::Local { root } => {
+            Arc::new(LocalStore::new(root.clone(), dest.overwrite_protection))
+        }
+        Location::S3 { bucket, .. } => {
+            let client = build_s3_client(dest).await;
+            Arc::new(S3Store::new(
+                client,
+                bucket.clone(),
+                dest.overwrite_protection,
+            ))
+        }
+    })
+}
+
+/// The key prefix inside the store (empty for a local directory, whose root is the prefix).
+pub fn key_prefix(location: &Location) -> &str {
+    match location {
+        Location::S3 { prefix, .. } => prefix,
+        Location::Local { .. } => "",
+    }
+}

@@ -1,0 +1,196 @@
+//! S3 and S3-compatible stores through aws-sdk-s3: conditional PUTs and error classification.
+
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_types::timeout::TimeoutConfig;
+use bytes::Bytes;
+
+use super::{BoxFuture, ErrorClass, ObjectMetadata, ObjectStore, PutOutcome, StoreError};
+use crate::config::{AuthSettings, DestinationSettings};
+
+/// Builds the S3 client for a destination: region, endpoint, path style, credentials.
+///
+/// SDK retries are off: the delivery layer retries with its own policy, which knows that a
+/// 412 on a retried PUT means an earlier attempt succeeded.
+pub async fn build_s3_client(dest: &DestinationSettings) -> Client {
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .operation_attempt_timeout(Duration::from_secs(300))
+        .build();
+    let mut builder = match &dest.auth {
+        AuthSettings::Default => {
+            let shared = aws_config::defaults(BehaviorVersion::latest())
+                .region(Region::new(dest.region.clone()))
+                .load()
+                .await;
+            aws_sdk_s3::config::Builder::from(&shared)
+        }
+        AuthSettings::Static {
+            access_key_id,
+            secret_access_key,
+            session_token,
+        } => aws_sdk_s3::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .credentials_provider(Credentials::new(
+                access_key_id,
+                secret_access_key.expose(),
+                session_token.as_ref().map(|t| t.expose().to_string()),
+                None,
+                "pail-static",
+            )),
+    };
+    builder = builder
+        .region(Region::new(dest.region.clone()))
+        .force_path_style(dest.path_style)
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(timeouts);
+    if let Some(endpoint) = &dest.endpoint {
+        // The SDK's default flexible checksums break several S3-compatible stores.
+        builder = builder
+            .endpoint_url(endpoint)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+    }
+    Client::from_conf(builder.build())
+}
+
+/// A bucket, written with `If-None-Match: *` unless overwrite protection is off.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    overwrite_protection: bool,
+}
+
+impl S3Store {
+    /// A store for `bucket` using `client`.
+    pub fn new(client: Client, bucket: String, overwrite_protection: bool) -> Self {
+        Self {
+            client,
+            bucket,
+            overwrite_protection,
+        }
+    }
+
+    fn target(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.bucket)
+    }
+}
+
+/// Sorts an SDK error into "retry" or "needs a human", keeping the store's code and message.
+fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    op: &'static str,
+    target: String,
+    err: &SdkError<E, HttpResponse>,
+) -> StoreError {
+    let (class, code, message) = match err {
+        SdkError::ServiceError(ctx) => {
+            let status = ctx.raw().status().as_u16();
+            let code = ctx.err().code().map(str::to_string);
+            let message = ctx
+                .err()
+                .message()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("HTTP {status}"));
+            let transient = status >= 500
+                || status == 429
+                || status == 409
+                || matches!(
+                    code.as_deref(),
+                    Some("SlowDown" | "RequestTimeout" | "InternalError" | "ServiceUnavailable")
+                );
+            let class = if transient {
+                ErrorClass::Transient
+            } else {
+                ErrorClass::Permanent
+            };
+            (
+                class,
+                code.or_else(|| Some(format!("HTTP {status}"))),
+                message,
+            )
+        }
+        SdkError::ConstructionFailure(_) => (
+            ErrorClass::Permanent,
+            None,
+            DisplayErrorContext(err).to_string(),
+        ),
+        _ => (
+            ErrorClass::Transient,
+            None,
+            DisplayErrorContext(err).to_string(),
+        ),
+    };
+    StoreError {
+        class,
+        op,
+        target,
+        code,
+        message,
+    }
+}
+
+fn is_precondition_failed<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
+    match err {
+        SdkError::ServiceError(ctx) => {
+            ctx.raw().status().as_u16() == 412 || ctx.err().code() == Some("PreconditionFailed")
+        }
+        _ => false,
+    }
+}
+
+impl ObjectStore for S3Store {
+    fn put_if_absent<'a>(
+        &'a self,
+        key: &'a str,
+        body: Bytes,
+        metadata: &'a ObjectMetadata,
+    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
+        Box::pin(async move {
+            let mut req = self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .content_length(body.len() as i64)
+                .body(ByteStream::from(body));
+            if self.overwrite_protection {
+                req = req.if_none_match("*");
+            }
+            for (k, v) in metadata {
+                req = req.metadata(k, v);
+            }
+            match req.send().await {
+                Ok(_) => Ok(PutOutcome::Created),
+                Err(e) if is_precondition_failed(&e) => Ok(PutOutcome::AlreadyExists),
+                Err(e) => Err(classify("PUT", self.target(key), &e)),
+            }
+        })
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| classify("DELETE", self.target(key), &e))
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("s3://{}", self.bucket)
+    }
+}
