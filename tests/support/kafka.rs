@@ -1,0 +1,69 @@
+//! librdkafka's mock cluster (real Kafka protocol on loopback) and a producer for it.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+/// A mock cluster with a producer attached.
+pub struct MockKafka {
+    pub cluster: MockCluster<'static, DefaultProducerContext>,
+    producer: ThreadedProducer<DefaultProducerContext>,
+}
+
+/// One record to produce.
+pub struct Produce<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub key: Option<&'a [u8]>,
+    pub payload: Option<&'a [u8]>,
+    pub timestamp_ms: i64,
+}
+
+impl MockKafka {
+    /// Starts a one-broker cluster with the given topics and partition counts.
+    pub fn start(topics: &[(&str, i32)]) -> Self {
+        let cluster = MockCluster::new(1).unwrap();
+        for (t, parts) in topics {
+            cluster.create_topic(t, *parts, 1).unwrap();
+        }
+        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("linger.ms", "5")
+            .create()
+            .unwrap();
+        Self { cluster, producer }
+    }
+
+    pub fn brokers(&self) -> String {
+        self.cluster.bootstrap_servers()
+    }
+
+    /// Produces records and waits until all are acknowledged.
+    pub fn produce(&self, records: &[Produce<'_>]) {
+        for r in records {
+            let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(r.topic)
+                .partition(r.partition)
+                .timestamp(r.timestamp_ms);
+            if let Some(k) = r.key {
+                rec = rec.key(k);
+            }
+            if let Some(p) = r.payload {
+                rec = rec.payload(p);
+            }
+            let mut rec = rec;
+            loop {
+                match self.producer.send(rec) {
+                    Ok(()) => break,
+                    Err((_, back)) => {
+                        // Queue full: let librdkafka deliver, then try again.
+                        self.producer.flush(Duration::from_millis(100)).ok();
+                        rec = back;
+                    }
+                }
+            }
+        }
+        self.producer.flush(Duration::from_secs(30)).unwrap();
+    }
+}

@@ -1,0 +1,17 @@
+//! Shared test harness: an in-process S3 server with a PUT log and fault injection, a mock
+//! Kafka cluster with a producer, and readers for what pail wrote.
+#![allow(dead_code)]
+
+pub mod kafka;
+pub mod read;
+pub mod s3;
+
+use std::time::Duration;
+
+/// Fails the test if `fut` takes longer than `limit`: tests are bounded.
+pub async fn bounded<T>(limit: Duration, fut: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("test step did not finish within {limit:?}"),
+    }
+}

@@ -1,0 +1,260 @@
+//! An S3 server on 127.0.0.1:0 (s3s-fs over a temp directory), wrapped so a test can see every
+//! PUT and inject faults: 503 SlowDown, a reset before the store sees the request, and a reset
+//! after the store saved the object.
+
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use s3s::auth::SimpleAuth;
+use s3s::service::S3ServiceBuilder;
+use tokio::net::TcpListener;
+
+pub const ACCESS_KEY: &str = "pail-test-access";
+pub const SECRET_KEY: &str = "pail-test-secret-do-not-print";
+
+/// A fault to apply to a future PUT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer 503 SlowDown without storing.
+    SlowDown,
+    /// Drop the connection before the store sees the request.
+    ResetBefore,
+    /// Store the object, then drop the connection without answering.
+    ResetAfter,
+}
+
+/// One PUT the server saw.
+#[derive(Debug, Clone)]
+pub struct PutRecord {
+    pub key: String,
+    pub if_none_match: bool,
+    pub status: u16,
+    pub fault: Option<Fault>,
+    /// The key already held an object and this PUT replaced it.
+    pub overwrote: bool,
+}
+
+#[derive(Default)]
+struct State {
+    puts: Vec<PutRecord>,
+    faults: VecDeque<Fault>,
+    existing: HashSet<String>,
+}
+
+/// A running test S3 server.
+pub struct TestS3 {
+    pub addr: SocketAddr,
+    dir: tempfile::TempDir,
+    state: Arc<Mutex<State>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestS3 {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type Reply = Response<s3s::Body>;
+
+/// Returned by the handler to make hyper drop the connection without an answer.
+#[derive(Debug)]
+pub struct ConnectionDropped(String);
+
+impl std::fmt::Display for ConnectionDropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConnectionDropped {}
+
+fn error_response(status: StatusCode, code: &str, message: &str) -> Reply {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{message}</Message></Error>"
+    );
+    let mut resp = Response::new(s3s::Body::from(body));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert("content-type", "application/xml".parse().unwrap());
+    resp
+}
+
+impl TestS3 {
+    /// Starts a server with the given buckets.
+    pub async fn start(buckets: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for b in buckets {
+            std::fs::create_dir(dir.path().join(b)).unwrap();
+        }
+        let fs = s3s_fs::FileSystem::new(dir.path()).unwrap();
+        let mut builder = S3ServiceBuilder::new(fs);
+        builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        let s3 = builder.build();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(State::default()));
+        let st = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let s3 = s3.clone();
+                let st = st.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let s3 = s3.clone();
+                        let st = st.clone();
+                        async move { handle(req, s3, st).await }
+                    });
+                    let _ = ConnBuilder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(socket), svc)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            dir,
+            state,
+            task,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The directory holding a bucket's objects.
+    pub fn bucket_dir(&self, bucket: &str) -> PathBuf {
+        self.dir.path().join(bucket)
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Queues faults for the next PUTs, in order.
+    pub fn inject(&self, faults: &[Fault]) {
+        self.state
+            .lock()
+            .unwrap()
+            .faults
+            .extend(faults.iter().copied());
+    }
+
+    /// Every PUT seen so far.
+    pub fn puts(&self) -> Vec<PutRecord> {
+        self.state.lock().unwrap().puts.clone()
+    }
+}
+
+/// `/bucket/key...` for an object PUT (path-style), not a bucket PUT.
+fn object_key(req: &Request<Incoming>) -> Option<String> {
+    let path = req.uri().path().trim_start_matches('/');
+    let (bucket, key) = path.split_once('/')?;
+    if key.is_empty() {
+        return None;
+    }
+    let is_part = req.uri().query().is_some_and(|q| q.contains("uploadId"));
+    (!is_part).then(|| format!("{bucket}/{}", percent_decode(key)))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    s3: s3s::service::S3Service,
+    st: Arc<Mutex<State>>,
+) -> Result<Reply, ConnectionDropped> {
+    let key = (req.method() == Method::PUT)
+        .then(|| object_key(&req))
+        .flatten();
+    let Some(key) = key else {
+        return s3
+            .call(req.map(s3s::Body::from))
+            .await
+            .map_err(|e| ConnectionDropped(format!("{e:?}")));
+    };
+    let if_none_match = req.headers().get("if-none-match").is_some_and(|v| v == "*");
+    let (fault, exists) = {
+        let mut s = st.lock().unwrap();
+        (s.faults.pop_front(), s.existing.contains(&key))
+    };
+    let record = |status: u16, overwrote: bool| PutRecord {
+        key: key.clone(),
+        if_none_match,
+        status,
+        fault,
+        overwrote,
+    };
+    match fault {
+        Some(Fault::SlowDown) => {
+            st.lock().unwrap().puts.push(record(503, false));
+            return Ok(error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SlowDown",
+                "Please reduce your request rate.",
+            ));
+        }
+        Some(Fault::ResetBefore) => {
+            st.lock().unwrap().puts.push(record(0, false));
+            return Err(ConnectionDropped(
+                "injected reset before the store saw the request".into(),
+            ));
+        }
+        _ => {}
+    }
+    if if_none_match && exists {
+        st.lock().unwrap().puts.push(record(412, false));
+        return Ok(error_response(
+            StatusCode::PRECONDITION_FAILED,
+            "PreconditionFailed",
+            "At least one of the pre-conditions you specified did not hold",
+        ));
+    }
+    let resp = s3
+        .call(req.map(s3s::Body::from))
+        .await
+        .map_err(|e| ConnectionDropped(format!("{e:?}")))?;
+    let status = resp.status().as_u16();
+    {
+        let mut s = st.lock().unwrap();
+        let stored = resp.status().is_success();
+        if stored {
+            s.existing.insert(key.clone());
+        }
+        s.puts.push(record(status, stored && exists));
+    }
+    if fault == Some(Fault::ResetAfter) && resp.status().is_success() {
+        return Err(ConnectionDropped(
+            "injected reset after the store saved the object".into(),
+        ));
+    }
+    Ok(resp)
+}
