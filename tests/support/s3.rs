@@ -192,6 +192,18 @@ async fn handle(
     s3: s3s::service::S3Service,
     st: Arc<Mutex<State>>,
 ) -> Result<Reply, ConnectionDropped> {
+    if req.method() == Method::DELETE
+        && let Some(key) = object_key(&req)
+    {
+        let resp = s3
+            .call(req.map(s3s::Body::from))
+            .await
+            .map_err(|e| ConnectionDropped(format!("{e:?}")))?;
+        if resp.status().is_success() {
+            st.lock().unwrap().existing.remove(&key);
+        }
+        return Ok(resp);
+    }
     let key = (req.method() == Method::PUT)
         .then(|| object_key(&req))
         .flatten();
