@@ -28,7 +28,7 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli.command)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -46,9 +46,10 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             };
             let shutdown = CancellationToken::new();
             tokio::spawn(watch_signals(shutdown.clone()));
+            // Every error's Display already carries its causes; print it once, not as a chain.
             let stats = run(settings, RunOptions { once }, shutdown)
                 .await
-                .context("pail run failed")?;
+                .map_err(|e| anyhow::anyhow!("pail run failed: {e}"))?;
             eprintln!(
                 "delivered {} rows ({} dead-lettered, {} skipped) from {} records in {} segments; {} objects written, {} already present",
                 stats.rows_written,

@@ -60,7 +60,7 @@ impl RetryPolicy {
 /// Why an upload stopped without success.
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
-    #[error("{error} (gave up after {attempts} attempts)")]
+    #[error("{error}{}", if *.attempts > 1 { format!(" (gave up after {attempts} attempts)") } else { String::new() })]
     GaveUp { error: StoreError, attempts: u32 },
     #[error("upload cancelled by shutdown")]
     Cancelled,

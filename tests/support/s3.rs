@@ -102,6 +102,7 @@ impl TestS3 {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State::default()));
         let st = state.clone();
+        let root = Arc::new(dir.path().to_path_buf());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((socket, _)) = listener.accept().await else {
@@ -109,11 +110,13 @@ impl TestS3 {
                 };
                 let s3 = s3.clone();
                 let st = st.clone();
+                let root = root.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let s3 = s3.clone();
                         let st = st.clone();
-                        async move { handle(req, s3, st).await }
+                        let root = root.clone();
+                        async move { handle(req, s3, st, root).await }
                     });
                     let _ = ConnBuilder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(socket), svc)
@@ -191,6 +194,7 @@ async fn handle(
     req: Request<Incoming>,
     s3: s3s::service::S3Service,
     st: Arc<Mutex<State>>,
+    root: Arc<PathBuf>,
 ) -> Result<Reply, ConnectionDropped> {
     if req.method() == Method::DELETE
         && let Some(key) = object_key(&req)
@@ -207,6 +211,18 @@ async fn handle(
     let key = (req.method() == Method::PUT)
         .then(|| object_key(&req))
         .flatten();
+    // s3s-fs creates missing bucket directories on PUT; real S3 answers NoSuchBucket.
+    if let Some(key) = &key
+        && !root
+            .join(key.split('/').next().unwrap_or_default())
+            .is_dir()
+    {
+        return Ok(error_response(
+            StatusCode::NOT_FOUND,
+            "NoSuchBucket",
+            "The specified bucket does not exist",
+        ));
+    }
     let Some(key) = key else {
         return s3
             .call(req.map(s3s::Body::from))

@@ -1,0 +1,242 @@
+//! The `pail` binary as a user runs it: exit codes, messages, and a real `run --once` against
+//! a mock Kafka cluster and an S3 server in a child process.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use support::kafka::{MockKafka, Produce};
+use support::s3::{ACCESS_KEY, SECRET_KEY, TestS3};
+use support::{bounded, read};
+
+/// Runs `pail` with `args` in `cwd`, bounded in time.
+async fn pail(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_pail"));
+    cmd.args(args)
+        .current_dir(cwd)
+        .kill_on_drop(true)
+        .env_remove("PAIL_CONFIG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    bounded(Duration::from_secs(120), cmd.output())
+        .await
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("pail.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[tokio::test]
+async fn shipped_configs_validate() {
+    let o = pail(
+        &["check-config", "--config", "config/local.toml"],
+        repo(),
+        &[],
+    )
+    .await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = pail(
+        &["check-config", "--config", "config/kafka-s3.example.toml"],
+        repo(),
+        &[
+            ("KAFKA_BROKERS", "b:9092"),
+            ("KAFKA_USERNAME", "u"),
+            ("KAFKA_PASSWORD", "kafka-pw-777"),
+            ("S3_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("S3_SECRET_ACCESS_KEY", "s3-secret-888"),
+        ],
+    )
+    .await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("AKIDEXAMPLE") && out.contains("<redacted>"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("kafka-pw-777") && !out.contains("s3-secret-888"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_and_missing_keys_name_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[source]\nkind = \"file\"\npath = \"x\"\n[[destinations]]\nname = \"d\"\nurl = \"file://./o\"\ntimestamp = \"field:ts\"\nrotaton = 1\n",
+    );
+    let o = pail(
+        &["check-config", "--config", cfg.to_str().unwrap()],
+        dir.path(),
+        &[],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(
+        e.contains("pail.toml") && e.contains("destinations[0]") && e.contains("rotaton"),
+        "{e}"
+    );
+
+    let cfg = write_config(
+        dir.path(),
+        "[source]\nkind = \"file\"\npath = \"x\"\n[[destinations]]\nname = \"d\"\n",
+    );
+    let o = pail(
+        &["run", "--once", "--config", cfg.to_str().unwrap()],
+        dir.path(),
+        &[],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(
+        e.contains("missing field `url`") && e.contains("destinations[0]"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn commands_not_built_yet_say_so_and_fail() {
+    for cmd in ["connection-test", "policy"] {
+        let o = pail(&[cmd, "--config", "config/local.toml"], repo(), &[]).await;
+        assert!(!o.status.success());
+        assert!(stderr(&o).contains("not built yet"), "{}", stderr(&o));
+    }
+}
+
+#[tokio::test]
+async fn local_default_writes_readable_parquet() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = std::fs::read_to_string(repo().join("config/local.toml"))
+        .unwrap()
+        .replace(
+            "examples/events.ndjson",
+            repo().join("examples/events.ndjson").to_str().unwrap(),
+        );
+    let cfg = write_config(dir.path(), &cfg);
+    let o = pail(&["run", "--config", cfg.to_str().unwrap()], dir.path(), &[]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: usize = read::all_parquet(&dir.path().join("out/events"))
+        .iter()
+        .map(|(_, r)| r.len())
+        .sum();
+    assert_eq!(rows, 2993);
+    assert_eq!(read::dead_letters(&dir.path().join("out/_errors")).len(), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_child_process_delivers_every_event_from_kafka_to_s3() {
+    let kafka = MockKafka::start(&[("clicks", 3)]);
+    let s3 = TestS3::start(&["bucket"]).await;
+    let payloads: Vec<String> = (0..900)
+        .map(|i| format!(r#"{{"id":{i},"page":"/p{}"}}"#, i % 7))
+        .collect();
+    let records: Vec<Produce<'_>> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Produce {
+            topic: "clicks",
+            partition: (i % 3) as i32,
+            key: None,
+            payload: Some(p.as_bytes()),
+            timestamp_ms: 1_763_600_000_000 + i as i64 * 1000,
+        })
+        .collect();
+    kafka.produce(&records);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[source]\nkind = \"kafka\"\nbrokers = \"{}\"\ngroup_id = \"cli\"\n[source.properties]\n\"session.timeout.ms\" = 6000\n\
+             [[destinations]]\nname = \"b\"\ntopics = [\"clicks\"]\nurl = \"s3://bucket/data\"\nendpoint = \"{}\"\npath_style = true\n\
+             [destinations.auth]\naccess_key_id = \"${{KEY}}\"\nsecret_access_key = \"${{SECRET}}\"\n",
+            kafka.brokers(),
+            s3.endpoint()
+        ),
+    );
+    let o = pail(
+        &["run", "--once", "--config", cfg.to_str().unwrap()],
+        dir.path(),
+        &[("KEY", ACCESS_KEY), ("SECRET", SECRET_KEY)],
+    )
+    .await;
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert!(!e.contains(SECRET_KEY), "secret leaked into logs");
+    let mut ids: Vec<i64> = read::all_parquet(&s3.bucket_dir("bucket").join("data"))
+        .iter()
+        .flat_map(|(_, rows)| rows.iter().map(|r| r["id"].as_i64().unwrap()))
+        .collect();
+    ids.sort();
+    assert_eq!(ids, (0..900).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn unreachable_broker_fails_fast_naming_the_brokers() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[source]\nkind = \"kafka\"\nbrokers = \"127.0.0.1:1\"\ntopics = [\"t\"]\n[worker]\nstartup_timeout = \"5s\"\n\
+         [[destinations]]\nname = \"d\"\ntopics = [\"t\"]\nurl = \"file://./o\"\n",
+    );
+    let o = pail(
+        &["run", "--once", "--config", cfg.to_str().unwrap()],
+        dir.path(),
+        &[],
+    )
+    .await;
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("127.0.0.1:1") && e.contains("cannot reach Kafka"),
+        "{e}"
+    );
+    assert!(!e.contains("panicked"), "{e}");
+}
+
+#[tokio::test]
+async fn missing_bucket_fails_naming_the_bucket_and_loses_nothing() {
+    let s3 = TestS3::start(&["exists"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    std::fs::write(&input, "{\"ts\":\"2026-01-01T00:00:00Z\",\"a\":1}\n").unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[source]\nkind = \"file\"\npath = \"{}\"\n[[destinations]]\nname = \"d\"\nurl = \"s3://no-such-bucket/x\"\n\
+             endpoint = \"{}\"\npath_style = true\ntimestamp = \"field:ts\"\n[destinations.auth]\n\
+             access_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{SECRET_KEY}\"\n",
+            input.display(),
+            s3.endpoint()
+        ),
+    );
+    let o = pail(
+        &["run", "--once", "--config", cfg.to_str().unwrap()],
+        dir.path(),
+        &[],
+    )
+    .await;
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("NoSuchBucket") && e.contains("s3://no-such-bucket/"),
+        "{e}"
+    );
+    assert!(!e.contains(SECRET_KEY) && !e.contains("panicked"), "{e}");
+}
