@@ -49,7 +49,7 @@ pub enum DeliveryError {
         partition: i32,
         start: i64,
         end: i64,
-        source: EncodeError,
+        source: Box<EncodeError>,
     },
     #[error("delivery task failed: {0}")]
     Task(String),
@@ -220,7 +220,7 @@ async fn deliver(
                 partition: seg.partition,
                 start: seg.start,
                 end: seg.end,
-                source,
+                source: Box::new(source),
             })
         })
         .await

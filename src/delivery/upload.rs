@@ -61,7 +61,10 @@ impl RetryPolicy {
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
     #[error("{error}{}", if *.attempts > 1 { format!(" (gave up after {attempts} attempts)") } else { String::new() })]
-    GaveUp { error: StoreError, attempts: u32 },
+    GaveUp {
+        error: Box<StoreError>,
+        attempts: u32,
+    },
     #[error("upload cancelled by shutdown")]
     Cancelled,
 }
@@ -86,7 +89,7 @@ pub async fn put_with_retry(
         let fail_now = error.class == ErrorClass::Permanent && policy.fail_fast_on_permanent;
         if out_of_attempts || fail_now {
             return Err(UploadError::GaveUp {
-                error,
+                error: Box::new(error),
                 attempts: attempt,
             });
         }

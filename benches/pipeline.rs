@@ -1,0 +1,159 @@
+//! Throughput of the hot path on synthetic 1 KB events, reported as MB/s of JSON and as a
+//! ratio to plain `serde_json` parsing of the same bytes measured in the same run (absolute
+//! numbers drift on shared machines; ratios taken together do not).
+//!
+//! Run: `cargo bench --bench pipeline` (set `PAIL_BENCH_MB` to change the input size).
+
+use std::hint::black_box;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use pail::buffer::Segment;
+use pail::config::{Compression, ParquetSettings};
+use pail::encode::{Provenance, encode_parquet};
+use pail::run::{RunOptions, run};
+use tokio_util::sync::CancellationToken;
+
+fn events(target_bytes: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut total = 0;
+    let mut i: u64 = 0;
+    while total < target_bytes {
+        let line = format!(
+            r#"{{"event_id":"evt-{i:012}","ts":"2026-11-20T{:02}:{:02}:{:02}.123Z","type":"{}","user":{{"id":"u-{:05}","country":"{}","plan":"pro","traits":{{"age":{},"score":{}.25}}}},"context":{{"ip":"203.0.113.{}","user_agent":"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36","page":{{"path":"/docs/page-{}","referrer":"https://example.com/search?q=term-{}","title":"A page title that is moderately long for realism"}}}},"properties":{{"amount":{}.99,"currency":"EUR","items":[{{"sku":"SKU-{}","qty":{}}},{{"sku":"SKU-{}","qty":1}}]}},"tags":["beta","mobile","returning"],"session":"sess-{:016x}"}}"#,
+            (i / 3600) % 24,
+            (i / 60) % 60,
+            i % 60,
+            ["page_view", "purchase", "search"][(i % 3) as usize],
+            i % 50_000,
+            ["DE", "US", "FR", "JP"][(i % 4) as usize],
+            18 + i % 60,
+            i % 100,
+            i % 250,
+            i % 1000,
+            i % 777,
+            i % 500,
+            i % 900,
+            1 + i % 3,
+            i % 901,
+            i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        total += line.len() + 1;
+        out.push(line);
+        i += 1;
+    }
+    out
+}
+
+fn best_of<T>(runs: usize, mut f: impl FnMut() -> T) -> Duration {
+    (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            black_box(f());
+            t.elapsed()
+        })
+        .min()
+        .unwrap_or_default()
+}
+
+fn mbps(bytes: usize, d: Duration) -> f64 {
+    bytes as f64 / 1e6 / d.as_secs_f64()
+}
+
+fn main() {
+    let mb: usize = std::env::var("PAIL_BENCH_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    let lines = events(mb << 20);
+    let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
+    println!(
+        "input: {} events, {:.1} MB, avg {} B/event",
+        lines.len(),
+        bytes as f64 / 1e6,
+        bytes / lines.len()
+    );
+
+    let baseline = best_of(3, || {
+        lines
+            .iter()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .map(|_| 1)
+                    .unwrap_or(0)
+            })
+            .sum::<usize>()
+    });
+
+    let build = || {
+        let mut seg = Segment::new("events".into(), 0, 0, 0);
+        for (i, l) in lines.iter().enumerate() {
+            let obj: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(l).unwrap_or_default();
+            seg.push_row(
+                "p".into(),
+                l.as_bytes(),
+                &obj,
+                i as i64,
+                Some(1_763_600_000_000),
+            );
+        }
+        seg
+    };
+    let buffer = best_of(3, build);
+    let mut seg = build();
+    let file = seg.files.remove("p").unwrap_or_default();
+    let settings = ParquetSettings {
+        compression: Compression::Zstd,
+        row_group_size: 128 * 1024,
+    };
+    let source = Provenance {
+        topic: "events",
+        partition: 0,
+    };
+    let mut parquet_len = 0;
+    let encode = best_of(3, || {
+        let out = encode_parquet(&file, source, &settings).unwrap_or_default();
+        parquet_len = out.len();
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let end_to_end = best_of(2, || {
+        let out = tempfile::tempdir_in(dir.path()).unwrap();
+        let text = format!(
+            "[source]\nkind = \"file\"\npath = \"{}\"\n[[destinations]]\nname = \"b\"\nurl = \"file://{}\"\n\
+             timestamp = \"field:ts\"\n[destinations.rotation]\nmax_bytes = \"128MiB\"\n",
+            input.display(),
+            out.path().display()
+        );
+        let settings = pail::config::parse(Path::new("bench.toml"), &text, &|_| None).unwrap();
+        rt.block_on(run(
+            settings,
+            RunOptions { once: true },
+            CancellationToken::new(),
+        ))
+        .unwrap()
+    });
+
+    println!("{:<38} {:>9} {:>12}", "stage", "MB/s", "vs serde_json");
+    for (name, d) in [
+        ("serde_json::Value parse (baseline)", baseline),
+        ("ingest: parse + infer + buffer", buffer),
+        ("encode: arrow-json + Parquet zstd", encode),
+        ("end to end: file -> local Parquet", end_to_end),
+    ] {
+        println!(
+            "{name:<38} {:>9.1} {:>11.2}x",
+            mbps(bytes, d),
+            baseline.as_secs_f64() / d.as_secs_f64()
+        );
+    }
+    println!(
+        "parquet size: {:.1} MB ({:.1}x smaller than JSON)",
+        parquet_len as f64 / 1e6,
+        bytes as f64 / parquet_len.max(1) as f64
+    );
+}

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs the system packages pail needs to build and test, and nothing else.
+#
+#   build: a C/C++ toolchain, cmake and make (librdkafka is compiled from source by the
+#          rdkafka crate), libcurl4-openssl-dev (librdkafka's CMake build wants curl.h),
+#          libssl-dev and pkg-config (Kafka TLS/SASL), zlib1g-dev.
+#   Rust:  cargo/rustc 1.95 or newer (https://rustup.rs); this script does not install Rust.
+#
+# Packages already present are left alone; missing ones are installed with apt-get (as root,
+# or through sudo), and the script says which before it does. On other systems it prints the
+# list and stops.
+set -euo pipefail
+
+packages=(build-essential cmake libcurl4-openssl-dev libssl-dev pkg-config zlib1g-dev)
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found; install Rust 1.95+ from https://rustup.rs first" >&2
+  exit 1
+fi
+
+missing=()
+if command -v dpkg-query >/dev/null 2>&1; then
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+else
+  echo "setup: not a Debian/Ubuntu system; make sure these (or their equivalents) are installed:" >&2
+  echo "       ${packages[*]}" >&2
+  exit 0
+fi
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "setup: installing missing system packages with apt-get: ${missing[*]}"
+if [ "$(id -u)" -eq 0 ]; then
+  sudo=()
+elif command -v sudo >/dev/null 2>&1; then
+  sudo=(sudo)
+else
+  echo "setup: not root and no sudo; run: apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
