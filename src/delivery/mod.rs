@@ -2,6 +2,7 @@
 //! is committed only once every object of that segment and of every earlier segment of the
 //! partition is durable.
 
+pub mod intent;
 mod objects;
 mod upload;
 
