@@ -44,6 +44,7 @@ pub enum SealReason {
     OpenPaths,
     MemoryPressure,
     Drain,
+    Recovery,
 }
 
 /// An open (or sealed) segment: a contiguous offset range of one partition.

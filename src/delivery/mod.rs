@@ -1,12 +1,10 @@
-//! Delivery: sealed segments are encoded and uploaded concurrently, and a partition's offset
-//! is committed only once every object of that segment and of every earlier segment of the
-//! partition is durable.
+//! Delivery: sealed segments are encoded and uploaded concurrently. Which offsets may be
+//! committed, and when, is the pipeline's business (see `intent` for the protocol).
 
 pub mod intent;
 mod objects;
 mod upload;
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
@@ -76,17 +74,9 @@ pub struct Completion {
     pub result: Result<SegmentReport, DeliveryError>,
 }
 
-#[derive(Debug)]
-struct Pending {
-    start: i64,
-    end: i64,
-    done: bool,
-}
-
-/// Uploads in flight and the per-partition order in which their offsets may be committed.
+/// Segments being encoded and uploaded.
 pub struct Delivery {
     tasks: JoinSet<Completion>,
-    order: HashMap<PartitionKey, (u64, VecDeque<Pending>)>,
     uploads: Arc<Semaphore>,
     encoders: Arc<Semaphore>,
     policy: RetryPolicy,
@@ -100,7 +90,6 @@ impl Delivery {
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
             tasks: JoinSet::new(),
-            order: HashMap::new(),
             uploads: Arc::new(Semaphore::new(max_uploads)),
             encoders: Arc::new(Semaphore::new(cpus)),
             policy,
@@ -122,18 +111,6 @@ impl Delivery {
     /// Starts delivering a sealed segment of a partition in its current `epoch`.
     pub fn submit(&mut self, seg: Segment, epoch: u64, target: Target) {
         let key: PartitionKey = (seg.topic.clone(), seg.partition);
-        let queue = self
-            .order
-            .entry(key.clone())
-            .or_insert_with(|| (epoch, VecDeque::new()));
-        if queue.0 != epoch {
-            *queue = (epoch, VecDeque::new());
-        }
-        queue.1.push_back(Pending {
-            start: seg.start,
-            end: seg.end,
-            done: false,
-        });
         self.in_flight_bytes += seg.bytes;
         let uploads = self.uploads.clone();
         let encoders = self.encoders.clone();
@@ -166,30 +143,6 @@ impl Delivery {
         });
         self.in_flight_bytes = self.in_flight_bytes.saturating_sub(completion.bytes);
         Some(completion)
-    }
-
-    /// Records a successful completion; returns the offset now safe to commit, if it advanced.
-    pub fn complete(&mut self, c: &Completion) -> Option<i64> {
-        let (epoch, queue) = self.order.get_mut(&c.partition)?;
-        if *epoch != c.epoch {
-            return None;
-        }
-        if let Some(p) = queue
-            .iter_mut()
-            .find(|p| p.start == c.start && p.end == c.end)
-        {
-            p.done = true;
-        }
-        let mut commit = None;
-        while queue.front().is_some_and(|p| p.done) {
-            commit = queue.pop_front().map(|p| p.end + 1);
-        }
-        commit
-    }
-
-    /// Forgets a partition's pending commits (it was revoked); late completions are ignored.
-    pub fn forget(&mut self, partition: &PartitionKey) {
-        self.order.remove(partition);
     }
 }
 

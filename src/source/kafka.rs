@@ -114,6 +114,20 @@ impl ConsumerContext for PailContext {
     }
 }
 
+/// Where an assigned partition stands.
+#[derive(Debug, Clone)]
+pub struct PartitionStart {
+    pub partition: TopicPartition,
+    /// The group's committed offset, if any.
+    pub committed: Option<i64>,
+    /// The commit's metadata (pail's delivery intent).
+    pub metadata: String,
+    /// Where consumption starts: the commit, else per `auto.offset.reset`.
+    pub start: i64,
+    pub low: i64,
+    pub high: i64,
+}
+
 /// A subscribed consumer plus the channel of its events.
 pub struct KafkaSource {
     consumer: Arc<StreamConsumer<PailContext>>,
@@ -243,12 +257,13 @@ impl KafkaSource {
         })
     }
 
-    /// For each partition: the offset consumption starts from and the high watermark now.
-    pub async fn start_and_end(
+    /// For each partition: its committed offset and intent metadata, where consumption
+    /// starts, and the watermarks now.
+    pub async fn partition_starts(
         &self,
         partitions: Vec<TopicPartition>,
         timeout: Duration,
-    ) -> Result<Vec<(TopicPartition, i64, i64)>, KafkaSourceError> {
+    ) -> Result<Vec<PartitionStart>, KafkaSourceError> {
         let consumer = self.consumer.clone();
         let latest = self.starts_at_end;
         tokio::task::spawn_blocking(move || {
@@ -265,12 +280,24 @@ impl KafkaSource {
                 let (low, high) = consumer
                     .fetch_watermarks(&t, p, timeout)
                     .map_err(call("fetch watermarks"))?;
-                let start = match committed.find_partition(&t, p).map(|e| e.offset()) {
-                    Some(Offset::Offset(o)) => o,
-                    _ if latest => high,
-                    _ => low,
+                let elem = committed.find_partition(&t, p);
+                let offset = match elem.as_ref().map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => Some(o),
+                    _ => None,
                 };
-                out.push(((t, p), start, high));
+                let metadata = elem
+                    .as_ref()
+                    .map(|e| e.metadata().to_string())
+                    .unwrap_or_default();
+                let start = offset.unwrap_or(if latest { high } else { low });
+                out.push(PartitionStart {
+                    partition: (t, p),
+                    committed: offset,
+                    metadata,
+                    start,
+                    low,
+                    high,
+                });
             }
             drop(committed);
             Ok(out)
@@ -290,30 +317,30 @@ impl KafkaSource {
         pos
     }
 
-    /// Commits offsets synchronously; returns when the group coordinator has them.
+    /// Commits offsets with their metadata synchronously; returns when the group coordinator
+    /// has them. Commits are fenced by the group generation.
     pub async fn commit(
         &self,
-        offsets: Vec<(TopicPartition, i64)>,
+        offsets: Vec<(TopicPartition, i64, String)>,
     ) -> Result<(), KafkaSourceError> {
         if offsets.is_empty() {
             return Ok(());
         }
         let consumer = self.consumer.clone();
+        let call = |source| KafkaSourceError::Call {
+            op: "commit",
+            source,
+        };
         tokio::task::spawn_blocking(move || {
             let mut tpl = TopicPartitionList::new();
-            for ((t, p), o) in &offsets {
-                tpl.add_partition_offset(t, *p, Offset::Offset(*o))
-                    .map_err(|source| KafkaSourceError::Call {
-                        op: "commit",
-                        source,
-                    })?;
+            for ((t, p), o, metadata) in &offsets {
+                let mut elem = tpl.add_partition(t, *p);
+                elem.set_offset(Offset::Offset(*o)).map_err(call)?;
+                elem.set_metadata(metadata.as_str());
             }
             let result = consumer.commit(&tpl, CommitMode::Sync);
             drop(tpl);
-            result.map_err(|source| KafkaSourceError::Call {
-                op: "commit",
-                source,
-            })
+            result.map_err(call)
         })
         .await
         .map_err(|e| KafkaSourceError::Task(e.to_string()))?
