@@ -5,6 +5,7 @@
 pub mod kafka;
 pub mod read;
 pub mod s3;
+pub mod workers;
 
 use std::time::Duration;
 
