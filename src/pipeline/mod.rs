@@ -86,6 +86,8 @@ pub struct Pipeline {
     progress: HashMap<PartitionKey, Progress>,
     /// Partitions whose progress changed since the last `pending_commits`.
     touched: BTreeSet<PartitionKey>,
+    /// Partitions whose last commit failed, waiting for the retry timer.
+    deferred: BTreeSet<PartitionKey>,
     next_epoch: u64,
     delivery: Delivery,
     open_bytes: usize,
@@ -109,6 +111,7 @@ impl Pipeline {
             open: HashMap::new(),
             progress: HashMap::new(),
             touched: BTreeSet::new(),
+            deferred: BTreeSet::new(),
             next_epoch: 1,
             delivery,
             open_bytes: 0,
@@ -169,6 +172,7 @@ impl Pipeline {
             }
             self.progress.remove(&key);
             self.touched.remove(&key);
+            self.deferred.remove(&key);
         }
     }
 
@@ -422,15 +426,21 @@ impl Pipeline {
         self.submit(ready, request.epoch);
     }
 
-    /// A commit failed: try again at the next opportunity (nothing is uploaded meanwhile).
+    /// A commit failed: nothing it covers is uploaded; it is retried after
+    /// [`Pipeline::retry_failed_commits`] (called on a timer, so failures do not spin).
     pub fn commit_failed(&mut self, request: &CommitRequest) {
         if self
             .progress
             .get(&request.partition)
             .is_some_and(|p| p.epoch == request.epoch)
         {
-            self.touched.insert(request.partition.clone());
+            self.deferred.insert(request.partition.clone());
         }
+    }
+
+    /// Makes failed commits due again.
+    pub fn retry_failed_commits(&mut self) {
+        self.touched.append(&mut self.deferred);
     }
 
     fn submit(&mut self, segments: Vec<Segment>, epoch: u64) {

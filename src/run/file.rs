@@ -1,15 +1,24 @@
-//! The run loop for an NDJSON file (or stdin): read to the end, deliver, stop.
+//! The run loop for an NDJSON file (or stdin): read to the end, deliver, stop. There is no
+//! offset store, so every commit of the protocol succeeds at once.
 
 use std::time::Duration;
 
-use tokio::time::{Instant, MissedTickBehavior, interval};
+use tokio::time::{Instant, MissedTickBehavior, interval, timeout_at};
 use tokio_util::sync::CancellationToken;
 
-use super::{Committer, RunError, drain, flush_commits};
+use super::RunError;
 use crate::config::{FileSettings, Settings};
 use crate::decode::DEFAULT_MAX_RECORD_BYTES;
-use crate::pipeline::{Pipeline, RunStats};
+use crate::pipeline::{Pipeline, PipelineError, RunStats};
 use crate::source::file::FileSource;
+
+/// Applies the protocol's commits; with no offset store they all succeed.
+fn commit_all(pipeline: &mut Pipeline) -> Result<(), PipelineError> {
+    for request in pipeline.pending_commits()? {
+        pipeline.committed(request);
+    }
+    Ok(())
+}
 
 pub(super) async fn run_file(
     source: &FileSettings,
@@ -22,7 +31,6 @@ pub(super) async fn run_file(
     let mut tick = interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut deadline = None;
-    let mut failures = 0;
     loop {
         tokio::select! {
             biased;
@@ -38,15 +46,27 @@ pub(super) async fn run_file(
                 None => break,
             },
         }
-        flush_commits(&mut pipeline, &Committer::None, &mut failures, true).await?;
+        commit_all(&mut pipeline)?;
     }
-    drain(
-        &mut pipeline,
-        &Committer::None,
-        deadline,
-        &uploads_stop,
-        settings.worker.shutdown_timeout,
-    )
-    .await?;
+    pipeline.seal_all();
+    commit_all(&mut pipeline)?;
+    while pipeline.in_flight() > 0 {
+        let next = match deadline {
+            Some(d) => timeout_at(d, pipeline.next_completion())
+                .await
+                .map_err(|_| {
+                    uploads_stop.cancel();
+                    RunError::ShutdownTimeout(
+                        settings.worker.shutdown_timeout,
+                        pipeline.undelivered(),
+                    )
+                })?,
+            None => pipeline.next_completion().await,
+        };
+        if let Some(c) = next {
+            pipeline.on_completion(c)?;
+            commit_all(&mut pipeline)?;
+        }
+    }
     Ok(pipeline.stats)
 }

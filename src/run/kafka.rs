@@ -1,17 +1,23 @@
 //! The run loop for a Kafka consumer group: rebalances, recovery from commit intents,
-//! `--once` watermarks, graceful shutdown.
+//! `--once` watermarks, backpressure by pausing, and a drain that keeps serving the group.
+//!
+//! The loop never blocks on the group coordinator: commits run on their own task and report
+//! back, so rebalance callbacks are served while a commit waits.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::time::{Instant, MissedTickBehavior, interval};
 use tokio_util::sync::CancellationToken;
 
-use super::{Committer, RunError, RunOptions, drain, flush_commits};
+use super::{MAX_COMMIT_FAILURES, RunError, RunOptions};
 use crate::config::{KafkaSettings, Settings};
 use crate::delivery::intent::RecoveryPlan;
-use crate::pipeline::{Pipeline, RunStats};
-use crate::source::kafka::{KafkaEvent, KafkaSource, TopicPartition};
+use crate::pipeline::{CommitRequest, Pipeline, RunStats};
+use crate::source::kafka::{
+    KafkaCommitter, KafkaEvent, KafkaSource, KafkaSourceError, TopicPartition,
+};
 
 /// `--once` bookkeeping: where each assigned partition must reach before the run may end.
 #[derive(Default)]
@@ -36,7 +42,36 @@ impl Watermarks {
     }
 }
 
-/// Mutable state of the Kafka run loop that event handling touches.
+type CommitResult = (CommitRequest, Result<(), KafkaSourceError>);
+
+/// Runs commits one after another (so a partition's commits land in order) off the loop.
+fn spawn_committer(
+    committer: KafkaCommitter,
+) -> (
+    UnboundedSender<CommitRequest>,
+    UnboundedReceiver<CommitResult>,
+) {
+    let (req_tx, mut req_rx) = unbounded_channel::<CommitRequest>();
+    let (res_tx, res_rx) = unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(request) = req_rx.recv().await {
+            let (topic, partition) = &request.partition;
+            let result = committer
+                .commit(vec![(
+                    (topic.to_string(), *partition),
+                    request.point.offset,
+                    request.point.metadata.clone(),
+                )])
+                .await;
+            if res_tx.send((request, result)).is_err() {
+                break;
+            }
+        }
+    });
+    (req_tx, res_rx)
+}
+
+/// Mutable state of the Kafka run loop.
 struct Loop<'a> {
     kafka: &'a KafkaSource,
     pipeline: Pipeline,
@@ -44,6 +79,13 @@ struct Loop<'a> {
     options: RunOptions,
     /// The user chose `auto.offset.reset`, accepting a skip when the committed offset is gone.
     explicit_reset: bool,
+    commits: UnboundedSender<CommitRequest>,
+    commits_in_flight: usize,
+    commit_failures: u32,
+    /// Fetching is paused (backpressure or drain).
+    paused: bool,
+    /// No more records are taken; the loop ends when everything sealed is delivered.
+    draining: bool,
 }
 
 impl Loop<'_> {
@@ -83,6 +125,8 @@ impl Loop<'_> {
                         self.marks.reached(&s.partition, s.start);
                     }
                 }
+                // A new assignment starts unpaused.
+                self.paused = false;
             }
             KafkaEvent::Revoked(partitions) => {
                 tracing::info!(?partitions, "partitions revoked");
@@ -105,6 +149,54 @@ impl Loop<'_> {
         }
         Ok(())
     }
+
+    /// Hands every commit the protocol needs now to the commit task.
+    fn send_commits(&mut self) -> Result<(), RunError> {
+        for request in self.pipeline.pending_commits()? {
+            if self.commits.send(request).is_ok() {
+                self.commits_in_flight += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_commit(&mut self, (request, result): CommitResult) -> Result<(), RunError> {
+        self.commits_in_flight = self.commits_in_flight.saturating_sub(1);
+        match result {
+            Ok(()) => {
+                self.commit_failures = 0;
+                self.pipeline.committed(request);
+            }
+            Err(e) => {
+                self.commit_failures += 1;
+                tracing::warn!(error = %e, partition = ?request.partition, offset = request.point.offset,
+                    "offset commit failed; its segments wait and the commit is retried");
+                self.pipeline.commit_failed(&request);
+                if self.options.once && self.commit_failures >= MAX_COMMIT_FAILURES {
+                    return Err(RunError::Commit(e.to_string()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Pauses fetching while draining or backpressured; resumes otherwise.
+    fn update_pause(&mut self) {
+        let want = self.draining || self.pipeline.backpressured();
+        if want != self.paused {
+            self.kafka.set_paused(want);
+            self.paused = want;
+        }
+    }
+
+    fn start_drain(&mut self) {
+        self.draining = true;
+        self.pipeline.seal_all();
+    }
+
+    fn drained(&self) -> bool {
+        self.draining && self.pipeline.undelivered() == 0 && self.commits_in_flight == 0
+    }
 }
 
 pub(super) async fn run_kafka(
@@ -124,35 +216,47 @@ pub(super) async fn run_kafka(
     } else if let Err(e) = kafka.check_topics(Duration::from_secs(10)).await {
         tracing::error!(error = %e, "Kafka check failed at start-up; the consumer keeps retrying");
     }
+    let (commits, mut commit_results) = spawn_committer(kafka.committer());
     let mut state = Loop {
         kafka: &kafka,
         pipeline,
         marks: Watermarks::default(),
         options,
         explicit_reset: source.properties.0.contains_key("auto.offset.reset"),
+        commits,
+        commits_in_flight: 0,
+        commit_failures: 0,
+        paused: false,
+        draining: false,
     };
-    let committer = Committer::Kafka(&kafka);
     let started = Instant::now();
-    let mut tick = interval(Duration::from_millis(if options.once { 200 } else { 1000 }));
+    let mut tick = interval(Duration::from_millis(if options.once { 200 } else { 500 }));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut deadline = None;
-    let mut failures = 0;
+    let mut deadline: Option<Instant> = None;
     let outcome: Result<(), RunError> = async {
         loop {
             tokio::select! {
                 biased;
-                () = shutdown.cancelled() => {
+                () = shutdown.cancelled(), if deadline.is_none() => {
                     tracing::info!("shutdown requested; sealing, delivering and committing");
                     deadline = Some(Instant::now() + settings.worker.shutdown_timeout);
-                    return Ok(());
+                    state.start_drain();
                 }
                 Some(event) = events.recv() => state.handle(event).await?,
+                Some(result) = commit_results.recv() => state.on_commit(result)?,
                 Some(c) = state.pipeline.next_completion(), if state.pipeline.in_flight() > 0 => {
                     state.pipeline.on_completion(c)?;
                 }
                 _ = tick.tick() => {
-                    state.pipeline.seal_expired();
-                    if options.once {
+                    state.pipeline.retry_failed_commits();
+                    if let Some(d) = deadline && Instant::now() >= d {
+                        uploads_stop.cancel();
+                        return Err(RunError::ShutdownTimeout(settings.worker.shutdown_timeout, state.pipeline.undelivered()));
+                    }
+                    if !state.draining {
+                        state.pipeline.seal_expired();
+                    }
+                    if options.once && !state.draining {
                         let pending: Vec<TopicPartition> = state.marks.pending.iter().cloned().collect();
                         for tp in pending {
                             if let Some(pos) = kafka.position(&tp.0, tp.1) {
@@ -160,20 +264,24 @@ pub(super) async fn run_kafka(
                             }
                         }
                         if state.marks.done() {
-                            return Ok(());
-                        }
-                        if !state.marks.assigned_once && started.elapsed() > startup {
+                            state.start_drain();
+                        } else if !state.marks.assigned_once && started.elapsed() > startup {
                             return Err(RunError::NoAssignment(startup));
                         }
                     }
                 }
-                msg = kafka.recv(), if !state.pipeline.backpressured() => {
-                    // Rebalance callbacks run inside the poll that returned this message: apply
-                    // them first so the message is judged against the current assignment.
+                // Polled even while paused: this poll serves rebalance and error callbacks.
+                msg = kafka.recv() => {
+                    // Callbacks run inside the poll that returned this message: apply them
+                    // first so the message is judged against the current assignment.
                     while let Ok(event) = events.try_recv() {
                         state.handle(event).await?;
                     }
                     match msg {
+                        // While draining, records are left for the next run: nothing past the
+                        // sealed segments is committed. (Records fetched just before a
+                        // backpressure pause are still taken: dropping one would leave a hole.)
+                        Ok(_) if state.draining => {}
                         Ok(record) => {
                             let tp = (record.topic.to_string(), record.partition);
                             let beyond = options.once
@@ -183,32 +291,23 @@ pub(super) async fn run_kafka(
                                 state.pipeline.ingest(record)?;
                             }
                             if options.once && state.marks.done() {
-                                return Ok(());
+                                state.start_drain();
                             }
                         }
                         Err(e) => tracing::warn!(error = %e, "Kafka consumer error"),
                     }
                 }
             }
-            flush_commits(&mut state.pipeline, &committer, &mut failures, options.once).await?;
+            state.send_commits()?;
+            state.update_pause();
+            if state.drained() {
+                return Ok(());
+            }
         }
     }
     .await;
-    let result = match outcome {
-        Ok(()) => {
-            drain(
-                &mut state.pipeline,
-                &committer,
-                deadline,
-                &uploads_stop,
-                settings.worker.shutdown_timeout,
-            )
-            .await
-        }
-        Err(e) => Err(e),
-    };
     let stats = state.pipeline.stats;
     drop(state);
     kafka.close().await;
-    result.map(|()| stats)
+    outcome.map(|()| stats)
 }

@@ -6,16 +6,15 @@ mod kafka;
 
 use std::time::Duration;
 
-use tokio::time::{Instant, sleep, timeout_at};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Settings, SourceSettings};
 use crate::decode::DEFAULT_MAX_RECORD_BYTES;
 use crate::delivery::intent::IntentError;
 use crate::delivery::{Delivery, RetryPolicy, Target};
-use crate::pipeline::{CommitRequest, Destination, Limits, Pipeline, PipelineError, RunStats};
+use crate::pipeline::{Destination, Limits, Pipeline, PipelineError, RunStats};
 use crate::source::file::FileSourceError;
-use crate::source::kafka::{KafkaSource, KafkaSourceError};
+use crate::source::kafka::KafkaSourceError;
 use crate::store::{StoreError, build_store, key_prefix};
 
 /// How a run ends.
@@ -68,103 +67,8 @@ pub enum RunError {
     ShutdownTimeout(Duration, usize),
 }
 
-/// Where commits go: Kafka, or nowhere for a file source.
-enum Committer<'a> {
-    Kafka(&'a KafkaSource),
-    None,
-}
-
-impl Committer<'_> {
-    async fn commit(&self, request: &CommitRequest) -> Result<(), KafkaSourceError> {
-        match self {
-            Committer::Kafka(kafka) => {
-                let (topic, partition) = &request.partition;
-                kafka
-                    .commit(vec![(
-                        (topic.to_string(), *partition),
-                        request.point.offset,
-                        request.point.metadata.clone(),
-                    )])
-                    .await
-            }
-            Committer::None => Ok(()),
-        }
-    }
-}
-
-/// Consecutive failed commits after which a bounded run gives up.
+/// Consecutive failed commits after which a bounded (`--once`) run gives up.
 const MAX_COMMIT_FAILURES: u32 = 10;
-
-/// Makes every commit the protocol needs now, in order: intents before uploads, final commits
-/// after deliveries. A failed commit leaves its segments unuploaded and is retried later.
-async fn flush_commits(
-    pipeline: &mut Pipeline,
-    committer: &Committer<'_>,
-    failures: &mut u32,
-    bounded: bool,
-) -> Result<(), RunError> {
-    for request in pipeline.pending_commits()? {
-        match committer.commit(&request).await {
-            Ok(()) => {
-                *failures = 0;
-                pipeline.committed(request);
-            }
-            Err(e) => {
-                *failures += 1;
-                tracing::warn!(error = %e, partition = ?request.partition, offset = request.point.offset,
-                    "offset commit failed; its segments wait and the commit is retried");
-                pipeline.commit_failed(&request);
-                if bounded && *failures >= MAX_COMMIT_FAILURES {
-                    return Err(RunError::Commit(e.to_string()));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Seals what is open and delivers and commits everything, bounded by `deadline`.
-async fn drain(
-    pipeline: &mut Pipeline,
-    committer: &Committer<'_>,
-    deadline: Option<Instant>,
-    uploads_stop: &CancellationToken,
-    shutdown_timeout: Duration,
-) -> Result<(), RunError> {
-    pipeline.seal_all();
-    let mut failures = 0;
-    loop {
-        flush_commits(pipeline, committer, &mut failures, true).await?;
-        if pipeline.undelivered() == 0 {
-            return Ok(());
-        }
-        let step = async {
-            if pipeline.in_flight() > 0 {
-                pipeline.next_completion().await
-            } else {
-                // Waiting on a commit retry, not on an upload.
-                sleep(Duration::from_millis(200)).await;
-                None
-            }
-        };
-        let next = match deadline {
-            Some(d) => match timeout_at(d, step).await {
-                Ok(c) => c,
-                Err(_) => {
-                    uploads_stop.cancel();
-                    return Err(RunError::ShutdownTimeout(
-                        shutdown_timeout,
-                        pipeline.undelivered(),
-                    ));
-                }
-            },
-            None => step.await,
-        };
-        if let Some(c) = next {
-            pipeline.on_completion(c)?;
-        }
-    }
-}
 
 /// Runs the worker until the input is drained (`--once`, file source) or `shutdown` fires.
 pub async fn run(

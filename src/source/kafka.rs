@@ -114,6 +114,43 @@ impl ConsumerContext for PailContext {
     }
 }
 
+/// Commits offsets with intent metadata; cheap to clone, used from the commit task.
+#[derive(Clone)]
+pub struct KafkaCommitter {
+    consumer: Arc<StreamConsumer<PailContext>>,
+}
+
+impl KafkaCommitter {
+    /// Commits offsets with their metadata synchronously; returns when the group coordinator
+    /// has them. Commits are fenced by the group generation.
+    pub async fn commit(
+        &self,
+        offsets: Vec<(TopicPartition, i64, String)>,
+    ) -> Result<(), KafkaSourceError> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let consumer = self.consumer.clone();
+        let call = |source| KafkaSourceError::Call {
+            op: "commit",
+            source,
+        };
+        tokio::task::spawn_blocking(move || {
+            let mut tpl = TopicPartitionList::new();
+            for ((t, p), o, metadata) in &offsets {
+                let mut elem = tpl.add_partition(t, *p);
+                elem.set_offset(Offset::Offset(*o)).map_err(call)?;
+                elem.set_metadata(metadata.as_str());
+            }
+            let result = consumer.commit(&tpl, CommitMode::Sync);
+            drop(tpl);
+            result.map_err(call)
+        })
+        .await
+        .map_err(|e| KafkaSourceError::Task(e.to_string()))?
+    }
+}
+
 /// Where an assigned partition stands.
 #[derive(Debug, Clone)]
 pub struct PartitionStart {
@@ -317,33 +354,28 @@ impl KafkaSource {
         pos
     }
 
-    /// Commits offsets with their metadata synchronously; returns when the group coordinator
-    /// has them. Commits are fenced by the group generation.
-    pub async fn commit(
-        &self,
-        offsets: Vec<(TopicPartition, i64, String)>,
-    ) -> Result<(), KafkaSourceError> {
-        if offsets.is_empty() {
-            return Ok(());
+    /// A handle that commits offsets from another task, so the run loop keeps polling (and
+    /// serving rebalances) while a commit waits for the coordinator.
+    pub fn committer(&self) -> KafkaCommitter {
+        KafkaCommitter {
+            consumer: self.consumer.clone(),
         }
-        let consumer = self.consumer.clone();
-        let call = |source| KafkaSourceError::Call {
-            op: "commit",
-            source,
+    }
+
+    /// Pauses or resumes fetching for the whole current assignment; callbacks are still served.
+    pub fn set_paused(&self, paused: bool) {
+        let Ok(assignment) = self.consumer.assignment() else {
+            return;
         };
-        tokio::task::spawn_blocking(move || {
-            let mut tpl = TopicPartitionList::new();
-            for ((t, p), o, metadata) in &offsets {
-                let mut elem = tpl.add_partition(t, *p);
-                elem.set_offset(Offset::Offset(*o)).map_err(call)?;
-                elem.set_metadata(metadata.as_str());
-            }
-            let result = consumer.commit(&tpl, CommitMode::Sync);
-            drop(tpl);
-            result.map_err(call)
-        })
-        .await
-        .map_err(|e| KafkaSourceError::Task(e.to_string()))?
+        let result = if paused {
+            self.consumer.pause(&assignment)
+        } else {
+            self.consumer.resume(&assignment)
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, paused, "cannot pause/resume the assignment");
+        }
+        drop(assignment);
     }
 
     /// Leaves the group cleanly.

@@ -170,3 +170,20 @@ pub fn audit(s3: &TestS3, produced: &Produced) {
     let overwrites: Vec<_> = puts.iter().filter(|p| p.overwrote).collect();
     assert!(overwrites.is_empty(), "objects overwritten: {overwrites:?}");
 }
+
+/// How many lines of the workers' log contain `needle`.
+pub fn log_count(log: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(log).map_or(0, |t| t.lines().filter(|l| l.contains(needle)).count())
+}
+
+/// Waits until the workers' log has at least `count` lines containing `needle`, or `limit`.
+pub async fn wait_for_log(log: &Path, needle: &str, count: usize, limit: Duration) -> bool {
+    let start = Instant::now();
+    while log_count(log, needle) < count {
+        if start.elapsed() >= limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
+}
