@@ -22,6 +22,7 @@ async fn group_with_kills(workers: usize, kills: usize, seed: u64) {
         &kafka.brokers(),
         &s3.endpoint(),
         &format!("group{workers}"),
+        "1s",
     );
     let log = dir.path().join("workers.log");
     let mut rng = fastrand::Rng::with_seed(seed);

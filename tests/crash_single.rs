@@ -18,7 +18,7 @@ async fn sigkill_ten_times_still_delivers_everything_exactly_once() {
     let produced = produce(&kafka, 8, 12_500);
     assert!(produced.valid.len() + produced.malformed.len() >= 100_000);
     let dir = tempfile::tempdir().unwrap();
-    let config = worker_config(dir.path(), &kafka.brokers(), &s3.endpoint(), "crash");
+    let config = worker_config(dir.path(), &kafka.brokers(), &s3.endpoint(), "crash", "1s");
     let log = dir.path().join("workers.log");
 
     let mut rng = fastrand::Rng::with_seed(7);

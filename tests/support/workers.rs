@@ -11,9 +11,15 @@ use super::kafka::{MockKafka, Produce};
 use super::read;
 use super::s3::{ACCESS_KEY, SECRET_KEY, TestS3};
 
-/// Writes the worker config: long-running, small segments and a one-second wall-clock
-/// rotation so that kills land mid-segment, mid-upload and mid-commit.
-pub fn worker_config(dir: &Path, brokers: &str, endpoint: &str, group: &str) -> PathBuf {
+/// Writes the worker config: long-running, small segments and (for the crash tests) a short
+/// wall-clock rotation so that kills land mid-segment, mid-upload and mid-commit.
+pub fn worker_config(
+    dir: &Path,
+    brokers: &str,
+    endpoint: &str,
+    group: &str,
+    max_age: &str,
+) -> PathBuf {
     let path = dir.join(format!("{group}.toml"));
     let text = format!(
         r#"
@@ -39,7 +45,7 @@ access_key_id = "{ACCESS_KEY}"
 secret_access_key = "{SECRET_KEY}"
 [destinations.rotation]
 max_records = 1000
-max_age = "1s"
+max_age = "{max_age}"
 
 [worker]
 max_concurrent_uploads = 4
