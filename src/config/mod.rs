@@ -1,5 +1,6 @@
 //! Configuration: TOML file → `${VAR}` interpolation → raw serde structs → validated settings.
 
+mod destination;
 mod interpolate;
 mod raw;
 mod secret;
@@ -10,11 +11,12 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+pub use destination::parse_url;
 pub use secret::Secret;
 pub use settings::{
     AuthSettings, BadRecordPolicy, Compression, DestinationSettings, FILE_TOPIC, FileSettings,
     KafkaProperties, KafkaSettings, Location, ParquetSettings, RotationSettings, Settings,
-    SourceSettings, WorkerSettings, parse_url,
+    SourceSettings, WorkerSettings,
 };
 pub use units::{format_duration, parse_duration, parse_size};
 

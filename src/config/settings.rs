@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 
-use super::raw::{RawAuth, RawConfig, RawDestination, RawSource, RawWorker};
+use super::destination::destination;
+use super::raw::{RawConfig, RawSource, RawWorker};
 use super::secret::Secret;
 use super::units::{format_duration, parse_duration, parse_size};
 use crate::partition::{KeyTemplate, TimestampSource};
@@ -219,13 +220,13 @@ fn as_timestamp<S: Serializer>(t: &TimestampSource, s: S) -> Result<S::Ok, S::Er
 pub struct Problems(pub Vec<(String, String)>);
 
 impl Problems {
-    fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.0.push((key.into(), message.into()));
     }
 }
 
 /// Reads a secret-bearing value from the config, a `*_file`, or a conventional env variable.
-type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+pub(super) type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 impl Settings {
     /// Validates a raw config; `env` supplies the conventional `S3_*` fallbacks.
@@ -428,268 +429,6 @@ fn check_routing(
                 "destinations",
                 format!("topic {t:?} is consumed but no destination lists it"),
             );
-        }
-    }
-}
-
-fn destination(
-    raw: &RawDestination,
-    at: &str,
-    env: EnvLookup<'_>,
-    p: &mut Problems,
-) -> Option<DestinationSettings> {
-    let before = p.0.len();
-    if raw.name.is_empty()
-        || !raw
-            .name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
-    {
-        p.push(
-            format!("{at}.name"),
-            "use letters, digits, '-' and '_' only",
-        );
-    }
-    let location = parse_url(&raw.url)
-        .map_err(|m| p.push(format!("{at}.url"), m))
-        .ok();
-    let key_template =
-        KeyTemplate::parse(raw.key_template.as_deref().unwrap_or(DEFAULT_KEY_TEMPLATE))
-            .map_err(|e| p.push(format!("{at}.key_template"), e.to_string()))
-            .ok();
-    let timestamp = TimestampSource::parse(raw.timestamp.as_deref().unwrap_or("kafka"))
-        .map_err(|m| p.push(format!("{at}.timestamp"), m))
-        .ok();
-    let on_bad_record = match raw.on_bad_record.as_deref().unwrap_or("dead_letter") {
-        "dead_letter" => Some(BadRecordPolicy::DeadLetter),
-        "fail" => Some(BadRecordPolicy::Fail),
-        "skip" => Some(BadRecordPolicy::Skip),
-        other => {
-            p.push(
-                format!("{at}.on_bad_record"),
-                format!("{other:?} is not a policy (use \"dead_letter\", \"fail\" or \"skip\")"),
-            );
-            None
-        }
-    };
-    let is_s3 = matches!(location, Some(Location::S3 { .. }));
-    let auth = if is_s3 {
-        auth(&raw.auth, &format!("{at}.auth"), env, p)
-    } else {
-        Some(AuthSettings::Default)
-    };
-    if let Some(endpoint) = &raw.endpoint
-        && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
-    {
-        p.push(
-            format!("{at}.endpoint"),
-            format!("{endpoint:?} must start with http:// or https://"),
-        );
-    }
-    let rotation = {
-        let r = &raw.rotation;
-        let max_bytes = match &r.max_bytes {
-            None => Some(128 << 20),
-            Some(toml::Value::Integer(i)) if *i > 0 => Some(*i as u64),
-            Some(toml::Value::String(s)) => parse_size(s)
-                .map_err(|m| p.push(format!("{at}.rotation.max_bytes"), m))
-                .ok(),
-            Some(_) => {
-                p.push(
-                    format!("{at}.rotation.max_bytes"),
-                    "expected a size like \"128MiB\"",
-                );
-                None
-            }
-        };
-        let max_age = parse_duration(r.max_age.as_deref().unwrap_or("5m"))
-            .map_err(|m| p.push(format!("{at}.rotation.max_age"), m))
-            .ok();
-        let max_records = r.max_records.unwrap_or(1_000_000);
-        let max_open_paths = r.max_open_paths.unwrap_or(64) as usize;
-        for (key, zero) in [
-            ("max_records", max_records == 0),
-            ("max_bytes", max_bytes == Some(0)),
-            ("max_age", max_age == Some(Duration::ZERO)),
-            ("max_open_paths", max_open_paths == 0),
-        ] {
-            if zero {
-                p.push(format!("{at}.rotation.{key}"), "must be greater than zero");
-            }
-        }
-        match (max_bytes, max_age) {
-            (Some(max_bytes), Some(max_age)) => Some(RotationSettings {
-                max_records,
-                max_bytes,
-                max_age,
-                max_open_paths,
-            }),
-            _ => None,
-        }
-    };
-    let compression = match raw.parquet.compression.as_deref().unwrap_or("zstd") {
-        "zstd" => Some(Compression::Zstd),
-        "snappy" => Some(Compression::Snappy),
-        "none" => Some(Compression::None),
-        other => {
-            p.push(
-                format!("{at}.parquet.compression"),
-                format!("{other:?} is not supported (use \"zstd\", \"snappy\" or \"none\")"),
-            );
-            None
-        }
-    };
-    let row_group_size = raw.parquet.row_group_size.unwrap_or(128 * 1024) as usize;
-    if row_group_size == 0 {
-        p.push(
-            format!("{at}.parquet.row_group_size"),
-            "must be greater than zero",
-        );
-    }
-    if p.0.len() != before {
-        return None;
-    }
-    Some(DestinationSettings {
-        name: raw.name.clone(),
-        topics: raw.topics.clone().unwrap_or_default(),
-        location: location?,
-        region: raw
-            .region
-            .clone()
-            .unwrap_or_else(|| env("S3_REGION").unwrap_or_else(|| "us-east-1".to_string())),
-        endpoint: raw.endpoint.clone(),
-        path_style: raw.path_style.unwrap_or(false),
-        key_template: key_template?,
-        timestamp: timestamp?,
-        on_bad_record: on_bad_record?,
-        overwrite_protection: raw.overwrite_protection.unwrap_or(true),
-        auth: auth?,
-        rotation: rotation?,
-        parquet: ParquetSettings {
-            compression: compression?,
-            row_group_size,
-        },
-    })
-}
-
-/// Parses `s3://bucket/prefix`, `file:///abs/dir` or `file://./rel/dir`.
-pub fn parse_url(url: &str) -> Result<Location, String> {
-    if let Some(rest) = url.strip_prefix("s3://") {
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        let valid_bucket = (3..=63).contains(&bucket.len())
-            && bucket.chars().all(|c| {
-                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_')
-            });
-        if !valid_bucket {
-            return Err(format!(
-                "{bucket:?} is not a bucket name (3-63 lowercase letters, digits, '.', '-')"
-            ));
-        }
-        let prefix = prefix.trim_matches('/');
-        if prefix
-            .split('/')
-            .any(|s| (s.is_empty() && !prefix.is_empty()) || s == "." || s == "..")
-        {
-            return Err(format!(
-                "prefix {prefix:?} has an empty, '.' or '..' segment"
-            ));
-        }
-        return Ok(Location::S3 {
-            bucket: bucket.to_string(),
-            prefix: prefix.to_string(),
-        });
-    }
-    if let Some(path) = url.strip_prefix("file://") {
-        if path.is_empty() {
-            return Err("file:// needs a directory, e.g. file://./out".to_string());
-        }
-        return Ok(Location::Local {
-            root: PathBuf::from(path),
-        });
-    }
-    Err(format!(
-        "{url:?} is not a destination URL (use s3://bucket/prefix or file:///dir)"
-    ))
-}
-
-fn auth(raw: &RawAuth, at: &str, env: EnvLookup<'_>, p: &mut Problems) -> Option<AuthSettings> {
-    let method = raw.method.as_deref().unwrap_or("static");
-    match method {
-        "static" => {
-            let mut read =
-                |key: &str, inline: &Option<String>, file: &Option<String>, var: Option<&str>| {
-                    match (inline, file) {
-                        (Some(_), Some(_)) => {
-                            p.push(
-                                format!("{at}.{key}"),
-                                format!("set {key} or {key}_file, not both"),
-                            );
-                            None
-                        }
-                        (Some(v), None) => Some(v.clone()),
-                        (None, Some(path)) => match std::fs::read_to_string(path) {
-                            Ok(text) => Some(text.trim().to_string()),
-                            Err(e) => {
-                                p.push(
-                                    format!("{at}.{key}_file"),
-                                    format!("cannot read {path}: {e}"),
-                                );
-                                None
-                            }
-                        },
-                        (None, None) => var.and_then(env),
-                    }
-                };
-            let id = read(
-                "access_key_id",
-                &raw.access_key_id,
-                &raw.access_key_id_file,
-                Some("S3_ACCESS_KEY_ID"),
-            );
-            let secret = read(
-                "secret_access_key",
-                &raw.secret_access_key,
-                &raw.secret_access_key_file,
-                Some("S3_SECRET_ACCESS_KEY"),
-            );
-            let token = read(
-                "session_token",
-                &raw.session_token,
-                &raw.session_token_file,
-                None,
-            );
-            match (id, secret) {
-                (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => {
-                    Some(AuthSettings::Static {
-                        access_key_id: id,
-                        secret_access_key: Secret::new(secret),
-                        session_token: token.filter(|t| !t.is_empty()).map(Secret::new),
-                    })
-                }
-                _ => {
-                    p.push(
-                        at.to_string(),
-                        "method = \"static\" needs access_key_id and secret_access_key \
-                         (inline, as *_file, or from S3_ACCESS_KEY_ID / S3_SECRET_ACCESS_KEY)",
-                    );
-                    None
-                }
-            }
-        }
-        "default" => Some(AuthSettings::Default),
-        "web_identity" | "assume_role" => {
-            p.push(
-                format!("{at}.method"),
-                format!("method = {method:?} is not built yet in this version of pail (use \"static\" or \"default\")"),
-            );
-            None
-        }
-        other => {
-            p.push(
-                format!("{at}.method"),
-                format!("{other:?} is not an auth method (use \"static\", \"default\", \"web_identity\" or \"assume_role\")"),
-            );
-            None
         }
     }
 }
