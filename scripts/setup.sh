@@ -5,6 +5,7 @@
 #          rdkafka crate), libcurl4-openssl-dev (librdkafka's CMake build wants curl.h),
 #          libssl-dev and pkg-config (Kafka TLS/SASL), zlib1g-dev.
 #   Rust:  cargo/rustc 1.95 or newer (https://rustup.rs); this script does not install Rust.
+#   tests: python3 with moto[server] from PyPI (installed with pip when missing).
 #
 # Packages already present are left alone; missing ones are installed with apt-get (as root,
 # or through sudo), and the script says which before it does. On other systems it prints the
@@ -12,6 +13,22 @@
 set -euo pipefail
 
 packages=(build-essential cmake libcurl4-openssl-dev libssl-dev pkg-config zlib1g-dev)
+
+# Test-only Python packages: moto (a real S3 + STS + IAM server, for the least-privilege test)
+# and boto3 (which configures it). Installed with pip when missing.
+install_python_test_packages() {
+  if python3 -c 'import moto, boto3, flask' >/dev/null 2>&1; then
+    return 0
+  fi
+  if ! command -v python3 >/dev/null 2>&1; then
+    echo "setup: python3 not found; the least-privilege test needs python3 with moto[server]" >&2
+    return 1
+  fi
+  local user=()
+  [ "$(id -u)" -eq 0 ] || user=(--user)
+  echo "setup: installing Python test packages with pip: moto[server]"
+  python3 -m pip install --quiet --disable-pip-version-check "${user[@]}" 'moto[server]>=5.2,<6'
+}
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found; install Rust 1.95+ from https://rustup.rs first" >&2
@@ -26,10 +43,12 @@ if command -v dpkg-query >/dev/null 2>&1; then
 else
   echo "setup: not a Debian/Ubuntu system; make sure these (or their equivalents) are installed:" >&2
   echo "       ${packages[*]}" >&2
+  install_python_test_packages
   exit 0
 fi
 
 if [ ${#missing[@]} -eq 0 ]; then
+  install_python_test_packages
   exit 0
 fi
 
@@ -45,3 +64,4 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -qq
 "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+install_python_test_packages

@@ -1,0 +1,34 @@
+#!/usr/bin/env python3
+"""moto_server with one fix to its IAM signature check, for the least-privilege test.
+
+Under IAM enforcement moto recomputes the SigV4 signature of S3 requests from the *decoded*
+path, while clients sign the percent-encoded path (AWS SigV4 encodes everything but
+A-Z a-z 0-9 - _ . ~ and /). Keys with `+` or `=` — every pail key has both — then fail with
+SignatureDoesNotMatch, with boto3 as with the Rust SDK. This launcher re-encodes the path the
+way AWS does before moto signs it; nothing else changes.
+
+    python3 tests/moto/server.py -H 127.0.0.1 -p PORT
+"""
+import sys
+from urllib.parse import quote
+
+from botocore.awsrequest import AWSRequest
+from moto.iam import access_control
+
+
+def _create_aws_request(self):
+    signed_headers = self._get_string_between(
+        "SignedHeaders=", ",", self._headers["Authorization"]).split(";")
+    headers = self._create_headers_for_aws_request(signed_headers, self._headers)
+    path, sep, query = self._path.partition("?")
+    request = AWSRequest(method=self._method, url=quote(path, safe="/~") + sep + query,
+                         data=self._body or self._data, headers=headers)
+    request.context["timestamp"] = headers["X-Amz-Date"]
+    return request
+
+
+access_control.S3IAMRequest._create_aws_request = _create_aws_request
+
+from moto.server import main  # noqa: E402
+
+main(sys.argv[1:])

@@ -1,0 +1,223 @@
+//! Against moto with IAM enforcement on, through a role allowed nothing but s3:PutObject and
+//! s3:DeleteObject: pail delivers every event from Kafka exactly once without ever needing to
+//! read, head or list, and the role really cannot read.
+//!
+//! Needs moto and boto3 (`bash scripts/setup.sh` installs `moto[server]` from PyPI); moto is
+//! started through `tests/moto/server.py`, which fixes its SigV4 check for keys with `+`/`=`.
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use bytes::Bytes;
+use pail::run::{RunOptions, run};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use support::bounded;
+use support::kafka::{MockKafka, Produce};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+const BUCKET: &str = "least-privilege";
+
+async fn start_moto() -> (tokio::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let launcher = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/moto/server.py");
+    let mut child = Command::new("python3")
+        .args([
+            launcher.to_str().unwrap(),
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot start moto ({e}); run `bash scripts/setup.sh` to install moto[server]")
+        });
+    let ready = async {
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "moto exited ({status}); run `bash scripts/setup.sh` to install moto[server]"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    bounded(Duration::from_secs(60), ready).await;
+    (child, format!("http://127.0.0.1:{port}"))
+}
+
+async fn python(args: &[&str]) -> String {
+    let out = bounded(
+        Duration::from_secs(120),
+        Command::new("python3").args(args).output(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "python3 {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn client(endpoint: &str, id: &str, secret: &str, token: Option<&str>) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::config::Builder::new()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .credentials_provider(Credentials::new(
+            id,
+            secret,
+            token.map(str::to_string),
+            None,
+            "test",
+        ))
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_delete_only_role_delivers_everything_exactly_once() {
+    let (_moto, endpoint) = start_moto().await;
+    let setup = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/moto/iam_setup.py");
+    let creds: serde_json::Value =
+        serde_json::from_str(&python(&[setup.to_str().unwrap(), &endpoint, BUCKET]).await).unwrap();
+    let (id, secret, token) = (
+        creds["access_key_id"].as_str().unwrap(),
+        creds["secret_access_key"].as_str().unwrap(),
+        creds["session_token"].as_str().unwrap(),
+    );
+
+    let kafka = MockKafka::start(&[("orders", 3)]);
+    let payloads: Vec<String> = (0..1500)
+        .map(|i| {
+            if i % 100 == 7 {
+                format!("{{\"id\":{i},")
+            } else {
+                format!("{{\"id\":{i},\"total\":{i}.5}}")
+            }
+        })
+        .collect();
+    let records: Vec<Produce<'_>> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Produce {
+            topic: "orders",
+            partition: (i % 3) as i32,
+            key: None,
+            payload: Some(p.as_bytes()),
+            timestamp_ms: 1_763_600_000_000 + i as i64 * 1000,
+        })
+        .collect();
+    kafka.produce(&records);
+    let text = format!(
+        "[source]\nkind = \"kafka\"\nbrokers = \"{}\"\ngroup_id = \"lp\"\ntopics = [\"orders\"]\n\
+         [[destinations]]\nname = \"m\"\ntopics = [\"orders\"]\nurl = \"s3://{BUCKET}/pail\"\nendpoint = \"{endpoint}\"\n\
+         path_style = true\n[destinations.auth]\naccess_key_id = \"{id}\"\nsecret_access_key = \"{secret}\"\n\
+         session_token = \"{token}\"\n[destinations.rotation]\nmax_records = 200\n",
+        kafka.brokers()
+    );
+    let settings = pail::config::parse(Path::new("moto.toml"), &text, &|_| None).unwrap();
+    let stats = bounded(
+        Duration::from_secs(180),
+        run(
+            settings,
+            RunOptions { once: true },
+            CancellationToken::new(),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(stats.rows_written + stats.dead_lettered, 1500);
+    assert_eq!(stats.dead_lettered, 15);
+
+    // The role is really limited: reading and listing are denied.
+    let role = client(&endpoint, id, secret, Some(token));
+    let denied = role
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap_err();
+    assert!(format!("{denied:?}").contains("AccessDenied"), "{denied:?}");
+
+    // Enforcement off again, so the test can read back what pail wrote.
+    python(&[
+        "-c",
+        &format!(
+            "import urllib.request as u; u.urlopen(u.Request('{endpoint}/moto-api/reset-auth', data=b'1000000000', \
+             method='POST', headers={{'Content-Type': 'text/plain'}})).read()"
+        ),
+    ])
+    .await;
+    let admin = client(&endpoint, "admin", "admin", None);
+    let listed = admin
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .max_keys(1000)
+        .send()
+        .await
+        .unwrap();
+    let mut ids: HashMap<i64, usize> = HashMap::new();
+    let mut dead = 0;
+    for obj in listed.contents() {
+        let key = obj.key().unwrap();
+        let body = admin
+            .get_object()
+            .bucket(BUCKET)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        let head = body.metadata().cloned().unwrap_or_default();
+        assert_eq!(
+            head.get("pail-topic").map(String::as_str),
+            Some("orders"),
+            "{key}"
+        );
+        let bytes: Bytes = body.body.collect().await.unwrap().into_bytes();
+        if key.ends_with(".ndjson") {
+            dead += bytes
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .count();
+            continue;
+        }
+        for batch in ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap()
+            .build()
+            .unwrap()
+        {
+            let batch = batch.unwrap();
+            let col = batch.column_by_name("id").unwrap();
+            let col = col
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .unwrap();
+            for v in col.iter() {
+                *ids.entry(v.unwrap()).or_default() += 1;
+            }
+        }
+    }
+    assert!(!listed.is_truncated().unwrap_or(false));
+    assert_eq!(ids.len(), 1485);
+    assert!(ids.values().all(|n| *n == 1));
+    assert_eq!(dead, 15);
+}
