@@ -7,9 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pail::pipeline::RunStats;
-use pail::run::{RunError, RunOptions, run};
-use support::{bounded, read};
-use tokio_util::sync::CancellationToken;
+use pail::run::RunError;
+use support::read;
 
 /// Valid lines and the bad lines between them, with why each is bad.
 fn input(dir: &Path) -> (PathBuf, usize, usize) {
@@ -57,16 +56,7 @@ async fn run_with(policy: &str, input: &Path, out: &Path) -> Result<RunStats, Ru
         input.display(),
         out.display()
     );
-    let settings = pail::config::parse(Path::new("t.toml"), &text, &|_| None).unwrap();
-    bounded(
-        Duration::from_secs(60),
-        run(
-            settings,
-            RunOptions { once: true },
-            CancellationToken::new(),
-        ),
-    )
-    .await
+    support::run_once(&text, Duration::from_secs(60)).await
 }
 
 fn valid_rows(out: &Path) -> usize {
@@ -154,14 +144,9 @@ async fn hostile_field_values_stay_inside_the_destination() {
         input.display(),
         out.display()
     );
-    let settings = pail::config::parse(Path::new("t.toml"), &text, &|_| None).unwrap();
-    let stats = run(
-        settings,
-        RunOptions { once: true },
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let stats = support::run_once(&text, Duration::from_secs(60))
+        .await
+        .unwrap();
     assert_eq!(stats.rows_written as usize, values.len());
     // Nothing was written outside `out`, and every key segment is short.
     let everything = read::files(dir.path());

@@ -13,12 +13,10 @@ use std::time::Duration;
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use bytes::Bytes;
-use pail::run::{RunOptions, run};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use support::bounded;
 use support::kafka::{MockKafka, Produce};
 use tokio::process::Command;
-use tokio_util::sync::CancellationToken;
 
 const BUCKET: &str = "least-privilege";
 
@@ -134,17 +132,9 @@ async fn put_delete_only_role_delivers_everything_exactly_once() {
          session_token = \"{token}\"\n[destinations.rotation]\nmax_records = 200\n",
         kafka.brokers()
     );
-    let settings = pail::config::parse(Path::new("moto.toml"), &text, &|_| None).unwrap();
-    let stats = bounded(
-        Duration::from_secs(180),
-        run(
-            settings,
-            RunOptions { once: true },
-            CancellationToken::new(),
-        ),
-    )
-    .await
-    .unwrap();
+    let stats = support::run_once(&text, Duration::from_secs(180))
+        .await
+        .unwrap();
     assert_eq!(stats.rows_written + stats.dead_lettered, 1500);
     assert_eq!(stats.dead_lettered, 15);
 

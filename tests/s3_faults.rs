@@ -5,13 +5,10 @@
 mod support;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::Duration;
 
-use pail::run::{RunOptions, run};
+use support::read;
 use support::s3::{ACCESS_KEY, Fault, SECRET_KEY, TestS3};
-use support::{bounded, read};
-use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowdown_and_resets_before_and_after_the_store_are_retried_to_exactly_once() {
@@ -45,17 +42,9 @@ async fn slowdown_and_resets_before_and_after_the_store_are_retried_to_exactly_o
         Fault::ResetBefore,
         Fault::ResetAfter,
     ]);
-    let settings = pail::config::parse(Path::new("t.toml"), &text, &|_| None).unwrap();
-    let stats = bounded(
-        Duration::from_secs(120),
-        run(
-            settings,
-            RunOptions { once: true },
-            CancellationToken::new(),
-        ),
-    )
-    .await
-    .unwrap();
+    let stats = support::run_once(&text, Duration::from_secs(120))
+        .await
+        .unwrap();
     assert_eq!(stats.rows_written, 3000);
 
     let mut ids: HashMap<i64, usize> = HashMap::new();

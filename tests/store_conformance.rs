@@ -10,11 +10,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use pail::config::{AuthSettings, DestinationSettings, Secret};
-use pail::run::{RunOptions, run};
 use pail::store::{LocalStore, ObjectStore, PutOutcome, S3Store, build_s3_client};
+use support::read;
 use support::s3::{ACCESS_KEY, SECRET_KEY, TestS3};
-use support::{bounded, read};
-use tokio_util::sync::CancellationToken;
 
 const KEY: &str = "events/dt=2026-11-20/hour=07/events+3+00000000000000000042.parquet";
 
@@ -188,17 +186,9 @@ async fn pipeline_writes_identical_objects_to_local_and_s3() {
         &format!("name = \"d\"\nurl = \"s3://bucket/p\"\nendpoint = \"{}\"\npath_style = true", s3.endpoint()),
     );
     for text in [local, remote] {
-        let settings = pail::config::parse(Path::new("t.toml"), &text, &|_| None).unwrap();
-        bounded(
-            Duration::from_secs(60),
-            run(
-                settings,
-                RunOptions { once: true },
-                CancellationToken::new(),
-            ),
-        )
-        .await
-        .unwrap();
+        support::run_once(&text, Duration::from_secs(60))
+            .await
+            .unwrap();
     }
     let from_local = read::all_parquet(out.path());
     let from_s3 = read::all_parquet(&s3.bucket_dir("bucket").join("p"));

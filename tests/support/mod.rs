@@ -16,3 +16,17 @@ pub async fn bounded<T>(limit: Duration, fut: impl std::future::Future<Output = 
         Err(_) => panic!("test step did not finish within {limit:?}"),
     }
 }
+
+/// Parses a config text and runs it with `--once` semantics, bounded by `limit`.
+pub async fn run_once(
+    text: &str,
+    limit: Duration,
+) -> Result<pail::pipeline::RunStats, pail::run::RunError> {
+    let settings = pail::config::parse(std::path::Path::new("test.toml"), text, &|_| None).unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    bounded(
+        limit,
+        pail::run::run(settings, pail::run::RunOptions { once: true }, shutdown),
+    )
+    .await
+}
