@@ -6,9 +6,9 @@ mod support;
 use std::time::Duration;
 
 use support::kafka::MockKafka;
-use support::s3::TestS3;
+use support::s3::{Fault, TestS3};
 use support::workers::{
-    audit, drain_once, log_count, produce, spawn_worker, wait_for_puts, worker_config,
+    audit, drain_once, log_count, produce, spawn_worker, wait_for_log, wait_for_puts, worker_config,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,6 +49,41 @@ async fn sigterm_seals_delivers_commits_and_exits_zero() {
     );
 
     // The next run of the group starts exactly where the shutdown committed.
+    drain_once(&config, &log).await;
+    audit(&s3, &produced);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once_and_loses_nothing() {
+    let kafka = MockKafka::start(&[("events", 2)]);
+    let s3 = TestS3::start(&["lake"]).await;
+    let produced = produce(&kafka, 2, 4_000);
+    let dir = tempfile::tempdir().unwrap();
+    let config = worker_config(dir.path(), &kafka.brokers(), &s3.endpoint(), "twice", "1h");
+    let log = dir.path().join("worker.log");
+    let mut child = spawn_worker(&config, &log);
+    wait_for_puts(&s3, 2, Duration::from_secs(60)).await;
+    // Keep the graceful drain busy (the store answers SlowDown) so the second signal lands
+    // while it is still delivering.
+    s3.inject(&[Fault::SlowDown; 10_000]);
+    let pid = child.id().unwrap().to_string();
+    let term = || {
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+    };
+    assert!(term().success());
+    // Signals can coalesce: send the second once the first has been seen.
+    assert!(wait_for_log(&log, "signal received", 1, Duration::from_secs(20)).await);
+    assert!(term().success());
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("no exit after the second signal")
+        .unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    s3.clear_faults();
+    // Whatever the hurried exit left undelivered is consumed again, exactly once.
     drain_once(&config, &log).await;
     audit(&s3, &produced);
 }

@@ -155,6 +155,11 @@ impl TestS3 {
             .extend(faults.iter().copied());
     }
 
+    /// Drops the faults not yet applied.
+    pub fn clear_faults(&self) {
+        self.state.lock().unwrap().faults.clear();
+    }
+
     /// Every PUT seen so far.
     pub fn puts(&self) -> Vec<PutRecord> {
         self.state.lock().unwrap().puts.clone()
