@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use support::kafka::{MockKafka, Produce};
+use support::kafka::MockKafka;
 use support::s3::{ACCESS_KEY, SECRET_KEY, TestS3};
 use support::{bounded, read};
 
@@ -147,18 +147,7 @@ async fn run_once_child_process_delivers_every_event_from_kafka_to_s3() {
     let payloads: Vec<String> = (0..900)
         .map(|i| format!(r#"{{"id":{i},"page":"/p{}"}}"#, i % 7))
         .collect();
-    let records: Vec<Produce<'_>> = payloads
-        .iter()
-        .enumerate()
-        .map(|(i, p)| Produce {
-            topic: "clicks",
-            partition: (i % 3) as i32,
-            key: None,
-            payload: Some(p.as_bytes()),
-            timestamp_ms: 1_763_600_000_000 + i as i64 * 1000,
-        })
-        .collect();
-    kafka.produce(&records);
+    kafka.produce_round_robin("clicks", 3, &payloads);
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(
         dir.path(),

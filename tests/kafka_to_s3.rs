@@ -8,11 +8,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use pail::run::{RunOptions, run};
 use support::kafka::{MockKafka, Produce};
+use support::read;
 use support::s3::{ACCESS_KEY, SECRET_KEY, TestS3};
-use support::{bounded, read};
-use tokio_util::sync::CancellationToken;
 
 const PARTITIONS: i32 = 4;
 const PER_PARTITION: i64 = 500;
@@ -101,16 +99,9 @@ async fn once_delivers_every_event_to_its_partition_path_and_commits() {
     let (expected, bad) = produce_events(&kafka);
 
     let settings = config(&kafka.brokers(), &s3.endpoint(), "g-once", 120);
-    let stats = bounded(
-        Duration::from_secs(90),
-        run(
-            settings,
-            RunOptions { once: true },
-            CancellationToken::new(),
-        ),
-    )
-    .await
-    .unwrap();
+    let stats = support::run_settings_once(settings, Duration::from_secs(90))
+        .await
+        .unwrap();
     assert_eq!(stats.records, (PARTITIONS as i64 * PER_PARTITION) as u64);
     assert_eq!(stats.rows_written as usize, expected.len());
     assert_eq!(stats.dead_lettered as usize, bad);
@@ -162,15 +153,8 @@ async fn once_delivers_every_event_to_its_partition_path_and_commits() {
 
     // The offsets were committed: a second run in the same group finds nothing new.
     let settings = config(&kafka.brokers(), &s3.endpoint(), "g-once", 120);
-    let again = bounded(
-        Duration::from_secs(90),
-        run(
-            settings,
-            RunOptions { once: true },
-            CancellationToken::new(),
-        ),
-    )
-    .await
-    .unwrap();
+    let again = support::run_settings_once(settings, Duration::from_secs(90))
+        .await
+        .unwrap();
     assert_eq!(again.records, 0, "{again:?}");
 }

@@ -15,7 +15,7 @@ use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use support::bounded;
-use support::kafka::{MockKafka, Produce};
+use support::kafka::MockKafka;
 use tokio::process::Command;
 
 const BUCKET: &str = "least-privilege";
@@ -113,18 +113,7 @@ async fn put_delete_only_role_delivers_everything_exactly_once() {
             }
         })
         .collect();
-    let records: Vec<Produce<'_>> = payloads
-        .iter()
-        .enumerate()
-        .map(|(i, p)| Produce {
-            topic: "orders",
-            partition: (i % 3) as i32,
-            key: None,
-            payload: Some(p.as_bytes()),
-            timestamp_ms: 1_763_600_000_000 + i as i64 * 1000,
-        })
-        .collect();
-    kafka.produce(&records);
+    kafka.produce_round_robin("orders", 3, &payloads);
     let text = format!(
         "[source]\nkind = \"kafka\"\nbrokers = \"{}\"\ngroup_id = \"lp\"\ntopics = [\"orders\"]\n\
          [[destinations]]\nname = \"m\"\ntopics = [\"orders\"]\nurl = \"s3://{BUCKET}/pail\"\nendpoint = \"{endpoint}\"\n\

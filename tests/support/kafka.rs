@@ -40,6 +40,23 @@ impl MockKafka {
         self.cluster.bootstrap_servers()
     }
 
+    /// Produces `payloads` to `topic`, round-robin over `partitions`, one second apart from
+    /// 2025-11-20T00:53:20Z, and waits until all are acknowledged.
+    pub fn produce_round_robin(&self, topic: &str, partitions: i32, payloads: &[String]) {
+        let records: Vec<Produce<'_>> = payloads
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Produce {
+                topic,
+                partition: i as i32 % partitions,
+                key: None,
+                payload: Some(p.as_bytes()),
+                timestamp_ms: 1_763_600_000_000 + i as i64 * 1000,
+            })
+            .collect();
+        self.produce(&records);
+    }
+
     /// Produces records and waits until all are acknowledged.
     pub fn produce(&self, records: &[Produce<'_>]) {
         for r in records {

@@ -23,6 +23,14 @@ pub async fn run_once(
     limit: Duration,
 ) -> Result<pail::pipeline::RunStats, pail::run::RunError> {
     let settings = pail::config::parse(std::path::Path::new("test.toml"), text, &|_| None).unwrap();
+    run_settings_once(settings, limit).await
+}
+
+/// Runs validated settings with `--once` semantics, bounded by `limit`.
+pub async fn run_settings_once(
+    settings: pail::config::Settings,
+    limit: Duration,
+) -> Result<pail::pipeline::RunStats, pail::run::RunError> {
     let shutdown = tokio_util::sync::CancellationToken::new();
     bounded(
         limit,
