@@ -8,7 +8,7 @@ use super::raw::{RawAuth, RawDestination};
 use super::secret::Secret;
 use super::settings::{
     AuthSettings, BadRecordPolicy, Compression, DEFAULT_KEY_TEMPLATE, DestinationSettings,
-    EnvLookup, Location, ParquetSettings, Problems, RotationSettings,
+    EnvLookup, Location, ParquetSettings, Problems, RotationSettings, UploadSettings,
 };
 use super::units::{parse_duration, parse_size};
 use crate::partition::{KeyTemplate, TimestampSource};
@@ -127,6 +127,7 @@ pub(super) fn destination(
             "must be greater than zero",
         );
     }
+    let upload = upload(raw, at, p);
     if p.0.len() != before {
         return None;
     }
@@ -150,6 +151,46 @@ pub(super) fn destination(
             compression: compression?,
             row_group_size,
         },
+        upload: upload?,
+    })
+}
+
+/// S3 takes parts of 5 MiB to 5 GiB, at most 10,000 of them.
+const MIN_PART_SIZE: u64 = 5 << 20;
+const MAX_PART_SIZE: u64 = 5 << 30;
+
+fn upload(raw: &RawDestination, at: &str, p: &mut Problems) -> Option<UploadSettings> {
+    let default = UploadSettings::default();
+    let size = |key: &str, v: &Option<String>, default: u64, p: &mut Problems| match v {
+        None => Some(default),
+        Some(s) => parse_size(s)
+            .map_err(|m| p.push(format!("{at}.upload.{key}"), m))
+            .ok(),
+    };
+    let threshold = size(
+        "multipart_threshold",
+        &raw.upload.multipart_threshold,
+        default.multipart_threshold,
+        p,
+    )?;
+    let part_size = size("part_size", &raw.upload.part_size, default.part_size, p)?;
+    if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&part_size) {
+        p.push(
+            format!("{at}.upload.part_size"),
+            "must be between 5MiB and 5GiB (S3's part size limits)",
+        );
+        return None;
+    }
+    if threshold < part_size {
+        p.push(
+            format!("{at}.upload.multipart_threshold"),
+            "must be at least part_size",
+        );
+        return None;
+    }
+    Some(UploadSettings {
+        multipart_threshold: threshold,
+        part_size,
     })
 }
 

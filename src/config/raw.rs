@@ -18,6 +18,9 @@ pub struct RawConfig {
     /// Worker-wide limits and timeouts.
     #[serde(default)]
     pub worker: RawWorker,
+    /// Health and metrics endpoint.
+    #[serde(default)]
+    pub telemetry: RawTelemetry,
 }
 
 /// `[source]`.
@@ -59,6 +62,16 @@ pub struct RawDestination {
     pub rotation: RawRotation,
     #[serde(default)]
     pub parquet: RawParquet,
+    #[serde(default)]
+    pub upload: RawUpload,
+}
+
+/// `[destinations.upload]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpload {
+    pub multipart_threshold: Option<String>,
+    pub part_size: Option<String>,
 }
 
 /// `[destinations.auth]`.
@@ -101,4 +114,13 @@ pub struct RawWorker {
     pub max_concurrent_uploads: Option<u64>,
     pub max_buffer_bytes: Option<String>,
     pub startup_timeout: Option<String>,
+    pub permanent_error_retry: Option<String>,
+}
+
+/// `[telemetry]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    /// Address of the health and metrics HTTP endpoint, e.g. `0.0.0.0:9464`.
+    pub listen: Option<String>,
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Serialize, Serializer};
 
 use super::destination::destination;
-use super::raw::{RawConfig, RawSource, RawWorker};
+use super::raw::{RawConfig, RawSource, RawTelemetry, RawWorker};
 use super::secret::Secret;
 use super::units::{format_duration, parse_duration, parse_size};
 use crate::partition::{KeyTemplate, TimestampSource};
@@ -109,6 +109,25 @@ pub struct DestinationSettings {
     pub auth: AuthSettings,
     pub rotation: RotationSettings,
     pub parquet: ParquetSettings,
+    pub upload: UploadSettings,
+}
+
+/// How objects are sent: one PUT, or a multipart upload above a threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct UploadSettings {
+    /// Objects larger than this go up as multipart uploads.
+    pub multipart_threshold: u64,
+    /// Size of each multipart part (the last one may be smaller).
+    pub part_size: u64,
+}
+
+impl Default for UploadSettings {
+    fn default() -> Self {
+        Self {
+            multipart_threshold: 32 << 20,
+            part_size: 16 << 20,
+        }
+    }
 }
 
 /// Where objects are written.
@@ -198,6 +217,12 @@ pub struct WorkerSettings {
     /// Bytes buffered in open and in-flight segments before the largest is sealed early and
     /// consumption waits for uploads.
     pub max_buffer_bytes: usize,
+    /// Delay between retries of an upload the store refused for good (access denied, missing
+    /// bucket, bad credentials): the data is kept and the destination's partitions paused.
+    #[serde(serialize_with = "as_duration")]
+    pub permanent_error_retry: Duration,
+    /// Health and metrics endpoint address; none means no endpoint.
+    pub telemetry_listen: Option<std::net::SocketAddr>,
 }
 
 fn as_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -245,7 +270,7 @@ impl Settings {
             );
         }
         let source = source(&raw.source, &destinations, &mut p);
-        let worker = worker(&raw.worker, &mut p);
+        let worker = worker(&raw.worker, &raw.telemetry, &mut p);
         if let Some(SourceSettings::File(_)) = &source {
             for (i, d) in destinations.iter().enumerate() {
                 if d.timestamp == TimestampSource::Kafka {
@@ -433,7 +458,7 @@ fn check_routing(
     }
 }
 
-fn worker(raw: &RawWorker, p: &mut Problems) -> Option<WorkerSettings> {
+fn worker(raw: &RawWorker, telemetry: &RawTelemetry, p: &mut Problems) -> Option<WorkerSettings> {
     let dur = |key: &str, v: &Option<String>, default: &str, p: &mut Problems| {
         parse_duration(v.as_deref().unwrap_or(default))
             .map_err(|m| p.push(format!("worker.{key}"), m))
@@ -441,6 +466,20 @@ fn worker(raw: &RawWorker, p: &mut Problems) -> Option<WorkerSettings> {
     };
     let shutdown_timeout = dur("shutdown_timeout", &raw.shutdown_timeout, "30s", p);
     let startup_timeout = dur("startup_timeout", &raw.startup_timeout, "60s", p);
+    let permanent_error_retry = dur("permanent_error_retry", &raw.permanent_error_retry, "1m", p);
+    let telemetry_listen = match &telemetry.listen {
+        None => Some(None),
+        Some(addr) => addr
+            .parse()
+            .map(Some)
+            .map_err(|_| {
+                p.push(
+                    "telemetry.listen",
+                    format!("{addr:?} is not an address like \"0.0.0.0:9464\""),
+                )
+            })
+            .ok(),
+    };
     let max_in_flight_segments = raw.max_in_flight_segments.unwrap_or(64) as usize;
     let max_concurrent_uploads = raw.max_concurrent_uploads.unwrap_or(8) as usize;
     if max_in_flight_segments == 0 || max_concurrent_uploads == 0 {
@@ -457,6 +496,8 @@ fn worker(raw: &RawWorker, p: &mut Problems) -> Option<WorkerSettings> {
         max_buffer_bytes: max_buffer_bytes? as usize,
         shutdown_timeout: shutdown_timeout?,
         startup_timeout: startup_timeout?,
+        permanent_error_retry: permanent_error_retry?,
+        telemetry_listen: telemetry_listen?,
         max_in_flight_segments,
         max_concurrent_uploads,
     })

@@ -5,6 +5,7 @@ pub mod intent;
 mod objects;
 mod upload;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
@@ -15,6 +16,7 @@ use crate::buffer::Segment;
 use crate::config::ParquetSettings;
 use crate::encode::EncodeError;
 use crate::store::{ObjectStore, PutOutcome};
+use crate::telemetry::DestinationHealth;
 
 pub use objects::{PlannedObject, join_key, object_name, plan_objects};
 pub use upload::{RetryPolicy, UploadError, put_with_retry};
@@ -29,6 +31,15 @@ pub struct Target {
     pub store: Arc<dyn ObjectStore>,
     pub prefix: String,
     pub parquet: ParquetSettings,
+    /// Where uploads report refusals and successes.
+    pub health: Arc<DestinationHealth>,
+}
+
+/// Segments and buffered bytes one destination has in flight.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Load {
+    pub segments: usize,
+    pub bytes: usize,
 }
 
 /// Why a segment could not be delivered.
@@ -67,6 +78,8 @@ pub struct SegmentReport {
 #[derive(Debug)]
 pub struct Completion {
     pub partition: PartitionKey,
+    /// Index of the destination the segment was written to.
+    pub destination: usize,
     pub epoch: u64,
     pub start: i64,
     pub end: i64,
@@ -81,7 +94,8 @@ pub struct Delivery {
     encoders: Arc<Semaphore>,
     policy: RetryPolicy,
     shutdown: CancellationToken,
-    in_flight_bytes: usize,
+    /// Per destination index: what is being encoded or uploaded.
+    load: HashMap<usize, Load>,
 }
 
 impl Delivery {
@@ -94,7 +108,7 @@ impl Delivery {
             encoders: Arc::new(Semaphore::new(cpus)),
             policy,
             shutdown,
-            in_flight_bytes: 0,
+            load: HashMap::new(),
         }
     }
 
@@ -103,15 +117,18 @@ impl Delivery {
         self.tasks.len()
     }
 
-    /// Buffered bytes held by segments in flight.
-    pub fn in_flight_bytes(&self) -> usize {
-        self.in_flight_bytes
+    /// What destination `index` has in flight.
+    pub fn load(&self, index: usize) -> Load {
+        self.load.get(&index).copied().unwrap_or_default()
     }
 
     /// Starts delivering a sealed segment of a partition in its current `epoch`.
     pub fn submit(&mut self, seg: Segment, epoch: u64, target: Target) {
         let key: PartitionKey = (seg.topic.clone(), seg.partition);
-        self.in_flight_bytes += seg.bytes;
+        let destination = seg.destination;
+        let load = self.load.entry(destination).or_default();
+        load.segments += 1;
+        load.bytes += seg.bytes;
         let uploads = self.uploads.clone();
         let encoders = self.encoders.clone();
         let policy = self.policy;
@@ -121,6 +138,7 @@ impl Delivery {
             let result = deliver(seg, target, uploads, encoders, policy, shutdown).await;
             Completion {
                 partition: key,
+                destination,
                 epoch,
                 start,
                 end,
@@ -135,13 +153,17 @@ impl Delivery {
         let joined = self.tasks.join_next().await?;
         let completion = joined.unwrap_or_else(|e| Completion {
             partition: (Arc::from(""), -1),
+            destination: usize::MAX,
             epoch: u64::MAX,
             start: 0,
             end: -1,
             bytes: 0,
             result: Err(DeliveryError::Task(e.to_string())),
         });
-        self.in_flight_bytes = self.in_flight_bytes.saturating_sub(completion.bytes);
+        if let Some(load) = self.load.get_mut(&completion.destination) {
+            load.segments = load.segments.saturating_sub(1);
+            load.bytes = load.bytes.saturating_sub(completion.bytes);
+        }
         Some(completion)
     }
 }
@@ -183,6 +205,7 @@ async fn deliver(
     let puts = objects.into_iter().map(|obj| {
         let uploads = uploads.clone();
         let store = target.store.clone();
+        let health = target.health.clone();
         let shutdown = shutdown.clone();
         async move {
             let _permit = uploads
@@ -195,6 +218,7 @@ async fn deliver(
                 obj.body,
                 &obj.metadata,
                 &policy,
+                &health,
                 &shutdown,
             )
             .await?;

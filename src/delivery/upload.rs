@@ -7,6 +7,7 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{ErrorClass, ObjectMetadata, ObjectStore, PutOutcome, StoreError};
+use crate::telemetry::DestinationHealth;
 
 /// How hard to try before giving up.
 #[derive(Debug, Clone, Copy)]
@@ -24,12 +25,13 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Long-running worker: retry forever, slowly for errors that need a human.
-    pub fn forever() -> Self {
+    /// Long-running worker: retry forever, every `permanent_backoff` for errors that need a
+    /// human.
+    pub fn forever(permanent_backoff: Duration) -> Self {
         Self {
             base: Duration::from_millis(100),
             cap: Duration::from_secs(30),
-            permanent_backoff: Duration::from_secs(60),
+            permanent_backoff,
             max_attempts: None,
             fail_fast_on_permanent: false,
         }
@@ -41,7 +43,7 @@ impl RetryPolicy {
             max_attempts: Some(10),
             fail_fast_on_permanent: true,
             cap: Duration::from_secs(10),
-            ..Self::forever()
+            ..Self::forever(Duration::from_secs(60))
         }
     }
 
@@ -70,20 +72,38 @@ pub enum UploadError {
 }
 
 /// PUTs an object until it exists: `Created` now, or `AlreadyExists` from an earlier attempt.
+/// Refusals and successes are reported to the destination's `health`, which pauses or resumes
+/// its partitions.
 pub async fn put_with_retry(
     store: &dyn ObjectStore,
     key: &str,
     body: Bytes,
     metadata: &ObjectMetadata,
     policy: &RetryPolicy,
+    health: &DestinationHealth,
     shutdown: &CancellationToken,
 ) -> Result<PutOutcome, UploadError> {
     let mut attempt = 0u32;
+    let len = body.len() as u64;
     loop {
         let error = match store.put_if_absent(key, body.clone(), metadata).await {
-            Ok(outcome) => return Ok(outcome),
+            Ok(outcome) => {
+                health.report_success();
+                match outcome {
+                    PutOutcome::Created => {
+                        health.objects_created.inc();
+                        health.bytes_uploaded.add(len);
+                    }
+                    PutOutcome::AlreadyExists => health.objects_existing.inc(),
+                }
+                return Ok(outcome);
+            }
             Err(e) => e,
         };
+        match error.class {
+            ErrorClass::Transient => health.transient_errors.inc(),
+            ErrorClass::Permanent => health.report_permanent(&error),
+        }
         attempt += 1;
         let out_of_attempts = policy.max_attempts.is_some_and(|max| attempt >= max);
         let fail_now = error.class == ErrorClass::Permanent && policy.fail_fast_on_permanent;
@@ -99,10 +119,12 @@ pub async fn put_with_retry(
                 tracing::warn!(%error, attempt, delay_ms = delay.as_millis() as u64, "upload failed; retrying")
             }
             ErrorClass::Permanent => tracing::error!(
+                destination = health.name(),
                 %error,
                 attempt,
                 delay_s = delay.as_secs(),
-                "upload refused by the store; data is kept and the upload retried until this is fixed"
+                "upload refused by the store; the data is kept, this destination's partitions are \
+                 paused, and the upload is retried until this is fixed"
             ),
         }
         tokio::select! {
@@ -118,7 +140,7 @@ mod tests {
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {
-        let p = RetryPolicy::forever();
+        let p = RetryPolicy::forever(Duration::from_secs(60));
         let d0 = p.backoff(0, ErrorClass::Transient);
         assert!(d0 >= Duration::from_millis(50) && d0 <= Duration::from_millis(100));
         let d30 = p.backoff(30, ErrorClass::Transient);

@@ -17,6 +17,7 @@ use crate::decode::decode;
 use crate::delivery::intent::{IntentError, RecoveryPlan};
 use crate::delivery::{Completion, Delivery, DeliveryError, PartitionKey, Target, object_name};
 use crate::source::Record;
+use crate::telemetry::METRICS;
 
 pub use progress::CommitPoint;
 use progress::Progress;
@@ -68,6 +69,16 @@ pub struct Limits {
     pub max_buffer_bytes: usize,
     pub max_in_flight_segments: usize,
     pub max_record_bytes: usize,
+}
+
+/// Which partitions the source should stop fetching.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pause {
+    /// Every partition: the buffer budget or the in-flight limit is reached.
+    All,
+    /// These partitions only (a destination refusing uploads, a partition with too many
+    /// undelivered segments); possibly none.
+    Partitions(BTreeSet<PartitionKey>),
 }
 
 /// A commit the run loop must make for the protocol to go on.
@@ -151,6 +162,7 @@ impl Pipeline {
     pub fn assign(&mut self, topic: &str, partition: i32, plan: RecoveryPlan) {
         let key = (self.intern(topic), partition);
         if plan.replaying() {
+            METRICS.recoveries.inc();
             tracing::info!(
                 topic, partition, committed = ?plan.next_start, ends = ?plan.forced_ends,
                 "recovering: replaying sealed segments to exactly their recorded ends"
@@ -197,6 +209,7 @@ impl Pipeline {
             return Err(PipelineError::Unrouted(topic.to_string()));
         };
         self.stats.records += 1;
+        METRICS.records_consumed.inc();
         let key: PartitionKey = (topic.clone(), rec.partition);
         // Recorded ends before this record: the segment's last records are gone (compaction).
         while let Some(end) = self.progress_mut(&key).forced_ends.front().copied() {
@@ -292,6 +305,7 @@ impl Pipeline {
             BadRecordPolicy::Skip => {
                 tracing::warn!(%location, %reason, "skipping bad record (on_bad_record = \"skip\")");
                 self.stats.skipped += 1;
+                METRICS.records_skipped.inc();
                 self.segment(key, dest_idx, rec.offset).skip(rec.offset);
             }
             BadRecordPolicy::DeadLetter => {
@@ -329,6 +343,7 @@ impl Pipeline {
             return;
         };
         self.open_bytes = self.open_bytes.saturating_sub(seg.bytes);
+        METRICS.segments_sealed.inc();
         tracing::debug!(
             topic = %seg.topic, partition = seg.partition, start = seg.start, end = seg.end,
             records = seg.records, bytes = seg.bytes, ?reason, "segment sealed"
@@ -450,14 +465,62 @@ impl Pipeline {
         }
     }
 
-    /// True when consumption should wait for uploads to catch up.
+    /// True when the in-flight limits are reached. Segments of a destination that refuses
+    /// uploads do not count: its partitions are paused instead (see [`Pipeline::pause`]), so
+    /// what it holds stopped growing when it began failing, and the others go on.
+    fn over_limits(&self) -> bool {
+        let (mut segments, mut bytes) = (0, 0);
+        for (i, d) in self.destinations.iter().enumerate() {
+            if !d.target.health.failing() {
+                let load = self.delivery.load(i);
+                segments += load.segments;
+                bytes += load.bytes;
+            }
+        }
+        segments >= self.limits.max_in_flight_segments || bytes >= self.limits.max_buffer_bytes
+    }
+
+    /// True when all consumption should wait for uploads to catch up.
     pub fn backpressured(&self) -> bool {
-        self.delivery.in_flight() >= self.limits.max_in_flight_segments
-            || self.delivery.in_flight_bytes() >= self.limits.max_buffer_bytes
+        self.over_limits()
             || self
                 .progress
                 .values()
                 .any(|p| p.undelivered() >= MAX_UNDELIVERED_PER_PARTITION)
+    }
+
+    /// What the source should pause now: everything when over the limits; otherwise the
+    /// partitions of destinations that refuse uploads and the partitions with as many
+    /// undelivered segments as an intent may list.
+    pub fn pause(&self) -> Pause {
+        if self.over_limits() {
+            return Pause::All;
+        }
+        let failing = |d: usize| self.destinations[d].target.health.failing();
+        let paused = self
+            .progress
+            .iter()
+            .filter(|(key, p)| {
+                p.undelivered() >= MAX_UNDELIVERED_PER_PARTITION
+                    || self
+                        .routes
+                        .get(&key.0)
+                        .copied()
+                        .flatten()
+                        .is_some_and(failing)
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        Pause::Partitions(paused)
+    }
+
+    /// Publishes the gauges a scrape reads.
+    pub fn publish_gauges(&self) {
+        METRICS.partitions_assigned.set(self.progress.len() as u64);
+        METRICS
+            .segments_in_flight
+            .set(self.delivery.in_flight() as u64);
+        METRICS.buffered_bytes.set(self.open_bytes as u64);
     }
 
     /// Segments being encoded or uploaded.
@@ -479,6 +542,8 @@ impl Pipeline {
     pub fn on_completion(&mut self, c: Completion) -> Result<(), PipelineError> {
         let report = c.result?;
         self.stats.segments_delivered += 1;
+        METRICS.segments_delivered.inc();
+        METRICS.records_dead_lettered.add(report.dead_letters);
         self.stats.rows_written += report.rows;
         self.stats.dead_lettered += report.dead_letters;
         self.stats.objects_created += report.objects_created;

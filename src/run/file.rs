@@ -11,6 +11,7 @@ use crate::config::{FileSettings, Settings};
 use crate::decode::DEFAULT_MAX_RECORD_BYTES;
 use crate::pipeline::{Pipeline, PipelineError, RunStats};
 use crate::source::file::FileSource;
+use crate::telemetry::Health;
 
 /// Applies the protocol's commits; with no offset store they all succeed.
 fn commit_all(pipeline: &mut Pipeline) -> Result<(), PipelineError> {
@@ -24,6 +25,7 @@ pub(super) async fn run_file(
     source: &FileSettings,
     mut pipeline: Pipeline,
     settings: &Settings,
+    health: &Health,
     shutdown: CancellationToken,
     uploads_stop: CancellationToken,
 ) -> Result<RunStats, RunError> {
@@ -47,6 +49,7 @@ pub(super) async fn run_file(
             },
         }
         commit_all(&mut pipeline)?;
+        health.beat();
     }
     pipeline.seal_all();
     commit_all(&mut pipeline)?;
@@ -67,6 +70,7 @@ pub(super) async fn run_file(
             pipeline.on_completion(c)?;
             commit_all(&mut pipeline)?;
         }
+        health.beat();
     }
     Ok(pipeline.stats)
 }

@@ -14,10 +14,11 @@ use tokio_util::sync::CancellationToken;
 use super::{MAX_COMMIT_FAILURES, RunError, RunOptions};
 use crate::config::{KafkaSettings, Settings};
 use crate::delivery::intent::RecoveryPlan;
-use crate::pipeline::{CommitRequest, Pipeline, RunStats};
+use crate::pipeline::{CommitRequest, Pause, Pipeline, RunStats};
 use crate::source::kafka::{
     KafkaCommitter, KafkaEvent, KafkaSource, KafkaSourceError, TopicPartition,
 };
+use crate::telemetry::{Health, METRICS};
 
 /// `--once` bookkeeping: where each assigned partition must reach before the run may end.
 #[derive(Default)]
@@ -82,8 +83,8 @@ struct Loop<'a> {
     commits: UnboundedSender<CommitRequest>,
     commits_in_flight: usize,
     commit_failures: u32,
-    /// Fetching is paused (backpressure or drain).
-    paused: bool,
+    /// The pause last applied to the consumer; `None` after an assignment change.
+    applied: Option<Pause>,
     /// No more records are taken; the loop ends when everything sealed is delivered.
     draining: bool,
 }
@@ -125,12 +126,13 @@ impl Loop<'_> {
                         self.marks.reached(&s.partition, s.start);
                     }
                 }
-                // A new assignment starts unpaused.
-                self.paused = false;
+                // A new assignment starts unpaused: apply the pause again.
+                self.applied = None;
             }
             KafkaEvent::Revoked(partitions) => {
                 tracing::info!(?partitions, "partitions revoked");
                 self.pipeline.revoke(&partitions);
+                self.applied = None;
                 for tp in &partitions {
                     self.marks.pending.remove(tp);
                     self.marks.end.remove(tp);
@@ -164,10 +166,12 @@ impl Loop<'_> {
         self.commits_in_flight = self.commits_in_flight.saturating_sub(1);
         match result {
             Ok(()) => {
+                METRICS.commits.inc();
                 self.commit_failures = 0;
                 self.pipeline.committed(request);
             }
             Err(e) => {
+                METRICS.commit_failures.inc();
                 self.commit_failures += 1;
                 tracing::warn!(error = %e, partition = ?request.partition, offset = request.point.offset,
                     "offset commit failed; its segments wait and the commit is retried");
@@ -180,13 +184,31 @@ impl Loop<'_> {
         Ok(())
     }
 
-    /// Pauses fetching while draining or backpressured; resumes otherwise.
+    /// Pauses everything while draining or over the limits, and otherwise the partitions the
+    /// pipeline names (a refusing destination's, a partition with too many undelivered
+    /// segments); resumes the rest.
     fn update_pause(&mut self) {
-        let want = self.draining || self.pipeline.backpressured();
-        if want != self.paused {
-            self.kafka.set_paused(want);
-            self.paused = want;
+        let want = if self.draining {
+            Pause::All
+        } else {
+            self.pipeline.pause()
+        };
+        if self.applied.as_ref() == Some(&want) {
+            return;
         }
+        let count = match &want {
+            Pause::All => self.kafka.apply_pause(|_, _| true),
+            Pause::Partitions(set) => self
+                .kafka
+                .apply_pause(|t, p| set.iter().any(|(st, sp)| &**st == t && *sp == p)),
+        };
+        if let Pause::Partitions(set) = &want
+            && !set.is_empty()
+        {
+            tracing::info!(partitions = ?set, "pausing partitions until their uploads catch up");
+        }
+        METRICS.partitions_paused.set(count as u64);
+        self.applied = Some(want);
     }
 
     fn start_drain(&mut self) {
@@ -204,6 +226,7 @@ pub(super) async fn run_kafka(
     pipeline: Pipeline,
     settings: &Settings,
     options: RunOptions,
+    health: &Health,
     shutdown: CancellationToken,
     uploads_stop: CancellationToken,
 ) -> Result<RunStats, RunError> {
@@ -226,7 +249,7 @@ pub(super) async fn run_kafka(
         commits,
         commits_in_flight: 0,
         commit_failures: 0,
-        paused: false,
+        applied: None,
         draining: false,
     };
     let started = Instant::now();
@@ -249,6 +272,7 @@ pub(super) async fn run_kafka(
                 }
                 _ = tick.tick() => {
                     state.pipeline.retry_failed_commits();
+                    state.pipeline.publish_gauges();
                     if let Some(d) = deadline && Instant::now() >= d {
                         uploads_stop.cancel();
                         return Err(RunError::ShutdownTimeout(settings.worker.shutdown_timeout, state.pipeline.undelivered()));
@@ -298,6 +322,7 @@ pub(super) async fn run_kafka(
                     }
                 }
             }
+            health.beat();
             state.send_commits()?;
             state.update_pause();
             if state.drained() {

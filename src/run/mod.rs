@@ -4,6 +4,7 @@
 mod file;
 mod kafka;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -16,6 +17,7 @@ use crate::pipeline::{Destination, Limits, Pipeline, PipelineError, RunStats};
 use crate::source::file::FileSourceError;
 use crate::source::kafka::KafkaSourceError;
 use crate::store::{StoreError, build_store, key_prefix};
+use crate::telemetry::{DestinationHealth, Health, ServeError};
 
 /// How a run ends.
 #[derive(Debug, Clone, Copy, Default)]
@@ -36,6 +38,8 @@ pub enum RunError {
     File(#[from] FileSourceError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Telemetry(#[from] ServeError),
     #[error("Kafka: {0}")]
     KafkaClient(String),
     #[error("topic {topic} partition {partition}: {source}")]
@@ -85,15 +89,28 @@ pub async fn run(
                 store,
                 prefix: key_prefix(&d.location).to_string(),
                 parquet: d.parquet.clone(),
+                health: Arc::new(DestinationHealth::new(&d.name)),
             },
             settings: d.clone(),
         });
     }
+    let health = Arc::new(Health::new(
+        destinations
+            .iter()
+            .map(|d| d.target.health.clone())
+            .collect(),
+    ));
+    health.beat();
+    let endpoint = match settings.worker.telemetry_listen {
+        Some(addr) => Some(crate::telemetry::serve(addr, health.clone()).await?.1),
+        None => None,
+    };
+    let _stop_endpoint = endpoint.map(AbortOnDrop);
     let bounded = options.once || matches!(settings.source, SourceSettings::File(_));
     let policy = if bounded {
         RetryPolicy::bounded()
     } else {
-        RetryPolicy::forever()
+        RetryPolicy::forever(settings.worker.permanent_error_retry)
     };
     // Uploads get their own token so a graceful shutdown can still finish them.
     let uploads_stop = CancellationToken::new();
@@ -119,14 +136,32 @@ pub async fn run(
     let _stop_uploads_on_exit = uploads_stop.clone().drop_guard();
     let result = match &settings.source {
         SourceSettings::File(f) => {
-            file::run_file(f, pipeline, &settings, shutdown, uploads_stop).await
+            file::run_file(f, pipeline, &settings, &health, shutdown, uploads_stop).await
         }
         SourceSettings::Kafka(k) => {
-            kafka::run_kafka(k, pipeline, &settings, options, shutdown, uploads_stop).await
+            kafka::run_kafka(
+                k,
+                pipeline,
+                &settings,
+                options,
+                &health,
+                shutdown,
+                uploads_stop,
+            )
+            .await
         }
     };
     if let Ok(stats) = &result {
         tracing::info!(?stats, "run finished");
     }
     result
+}
+
+/// Stops a background task when the run ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -362,20 +362,35 @@ impl KafkaSource {
         }
     }
 
-    /// Pauses or resumes fetching for the whole current assignment; callbacks are still served.
-    pub fn set_paused(&self, paused: bool) {
+    /// Pauses fetching for the assigned partitions `pause` selects and resumes the others;
+    /// callbacks are still served. Returns how many partitions are paused.
+    pub fn apply_pause(&self, pause: impl Fn(&str, i32) -> bool) -> usize {
         let Ok(assignment) = self.consumer.assignment() else {
-            return;
+            return 0;
         };
-        let result = if paused {
-            self.consumer.pause(&assignment)
-        } else {
-            self.consumer.resume(&assignment)
-        };
-        if let Err(e) = result {
-            tracing::warn!(error = %e, paused, "cannot pause/resume the assignment");
+        let (mut stop, mut go) = (TopicPartitionList::new(), TopicPartitionList::new());
+        for el in assignment.elements() {
+            let list = if pause(el.topic(), el.partition()) {
+                &mut stop
+            } else {
+                &mut go
+            };
+            list.add_partition(el.topic(), el.partition());
         }
-        drop(assignment);
+        for (list, paused) in [(&stop, true), (&go, false)] {
+            if list.count() == 0 {
+                continue;
+            }
+            let result = if paused {
+                self.consumer.pause(list)
+            } else {
+                self.consumer.resume(list)
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, paused, "cannot pause/resume partitions");
+            }
+        }
+        stop.count()
     }
 
     /// Leaves the group cleanly.

@@ -2,6 +2,7 @@
 //! connection test uses, for S3 and for a local directory.
 
 mod local;
+mod multipart;
 mod s3;
 
 use std::fmt;
@@ -77,11 +78,11 @@ pub async fn build_store(dest: &DestinationSettings) -> Result<Arc<dyn ObjectSto
         }
         Location::S3 { bucket, .. } => {
             let client = build_s3_client(dest).await;
-            Arc::new(S3Store::new(
-                client,
-                bucket.clone(),
-                dest.overwrite_protection,
-            ))
+            Arc::new(
+                S3Store::new(client, bucket.clone(), dest.overwrite_protection)
+                    .with_upload(dest.upload)
+                    .with_part_checksums(dest.endpoint.is_none()),
+            )
         }
     })
 }

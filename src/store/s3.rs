@@ -15,7 +15,7 @@ use aws_smithy_types::timeout::TimeoutConfig;
 use bytes::Bytes;
 
 use super::{BoxFuture, ErrorClass, ObjectMetadata, ObjectStore, PutOutcome, StoreError};
-use crate::config::{AuthSettings, DestinationSettings};
+use crate::config::{AuthSettings, DestinationSettings, UploadSettings};
 
 /// Builds the S3 client for a destination: region, endpoint, path style, credentials.
 ///
@@ -63,31 +63,49 @@ pub async fn build_s3_client(dest: &DestinationSettings) -> Client {
     Client::from_conf(builder.build())
 }
 
-/// A bucket, written with `If-None-Match: *` unless overwrite protection is off.
+/// A bucket, written with `If-None-Match: *` unless overwrite protection is off; objects
+/// above the multipart threshold go up in parts.
 #[derive(Debug, Clone)]
 pub struct S3Store {
-    client: Client,
-    bucket: String,
-    overwrite_protection: bool,
+    pub(super) client: Client,
+    pub(super) bucket: String,
+    pub(super) overwrite_protection: bool,
+    pub(super) upload: UploadSettings,
+    /// Send CRC32 checksums with parts (AWS); S3-compatible stores get none unless required.
+    pub(super) part_checksums: bool,
 }
 
 impl S3Store {
-    /// A store for `bucket` using `client`.
+    /// A store for `bucket` using `client`, with the default multipart settings.
     pub fn new(client: Client, bucket: String, overwrite_protection: bool) -> Self {
         Self {
             client,
             bucket,
             overwrite_protection,
+            upload: UploadSettings::default(),
+            part_checksums: false,
         }
     }
 
-    fn target(&self, key: &str) -> String {
+    /// Uses `upload` to choose between one PUT and a multipart upload.
+    pub fn with_upload(mut self, upload: UploadSettings) -> Self {
+        self.upload = upload;
+        self
+    }
+
+    /// Sends part checksums (for AWS; see [`build_s3_client`]).
+    pub fn with_part_checksums(mut self, on: bool) -> Self {
+        self.part_checksums = on;
+        self
+    }
+
+    pub(super) fn target(&self, key: &str) -> String {
         format!("s3://{}/{key}", self.bucket)
     }
 }
 
 /// Sorts an SDK error into "retry" or "needs a human", keeping the store's code and message.
-fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
+pub(super) fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
     op: &'static str,
     target: String,
     err: &SdkError<E, HttpResponse>,
@@ -106,7 +124,14 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
                 || status == 409
                 || matches!(
                     code.as_deref(),
-                    Some("SlowDown" | "RequestTimeout" | "InternalError" | "ServiceUnavailable")
+                    Some(
+                        "SlowDown"
+                            | "RequestTimeout"
+                            | "InternalError"
+                            | "ServiceUnavailable"
+                            // A multipart upload that vanished: start a new one.
+                            | "NoSuchUpload"
+                    )
                 );
             let class = if transient {
                 ErrorClass::Transient
@@ -139,7 +164,9 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
     }
 }
 
-fn is_precondition_failed<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
+pub(super) fn is_precondition_failed<E: ProvideErrorMetadata>(
+    err: &SdkError<E, HttpResponse>,
+) -> bool {
     match err {
         SdkError::ServiceError(ctx) => {
             ctx.raw().status().as_u16() == 412 || ctx.err().code() == Some("PreconditionFailed")
@@ -156,6 +183,9 @@ impl ObjectStore for S3Store {
         metadata: &'a ObjectMetadata,
     ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
         Box::pin(async move {
+            if body.len() as u64 > self.upload.multipart_threshold {
+                return self.put_multipart(key, body, metadata).await;
+            }
             let mut req = self
                 .client
                 .put_object()

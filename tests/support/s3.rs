@@ -1,6 +1,7 @@
 //! An S3 server on 127.0.0.1:0 (s3s-fs over a temp directory), wrapped so a test can see every
-//! PUT and inject faults: 503 SlowDown, a reset before the store sees the request, and a reset
-//! after the store saved the object.
+//! object write (PUT, or the Complete of a multipart upload) and inject faults into them: 503
+//! SlowDown, a reset before the store sees the request, and a reset after the store saved the
+//! object. Multipart uploads started, completed and aborted are counted.
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -30,10 +31,12 @@ pub enum Fault {
     ResetAfter,
 }
 
-/// One PUT the server saw.
+/// One object write the server saw: a PUT or a CompleteMultipartUpload.
 #[derive(Debug, Clone)]
 pub struct PutRecord {
     pub key: String,
+    /// The write completed a multipart upload.
+    pub multipart: bool,
     pub if_none_match: bool,
     pub status: u16,
     pub fault: Option<Fault>,
@@ -41,9 +44,18 @@ pub struct PutRecord {
     pub overwrote: bool,
 }
 
+/// Multipart uploads by outcome.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MultipartCounts {
+    pub started: u64,
+    pub completed: u64,
+    pub aborted: u64,
+}
+
 #[derive(Default)]
 struct State {
     puts: Vec<PutRecord>,
+    multipart: MultipartCounts,
     faults: VecDeque<Fault>,
     existing: HashSet<String>,
 }
@@ -160,21 +172,57 @@ impl TestS3 {
         self.state.lock().unwrap().faults.clear();
     }
 
-    /// Every PUT seen so far.
+    /// Every object write seen so far.
     pub fn puts(&self) -> Vec<PutRecord> {
         self.state.lock().unwrap().puts.clone()
     }
+
+    /// Multipart uploads started, completed and aborted so far.
+    pub fn multipart(&self) -> MultipartCounts {
+        self.state.lock().unwrap().multipart
+    }
 }
 
-/// `/bucket/key...` for an object PUT (path-style), not a bucket PUT.
+/// What a request does, as far as the audit cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// PUT of a whole object, or the Complete of a multipart upload.
+    Write {
+        multipart: bool,
+    },
+    Delete,
+    CreateUpload,
+    AbortUpload,
+    Other,
+}
+
+fn kind(req: &Request<Incoming>) -> Kind {
+    let query = req.uri().query().unwrap_or("");
+    let has = |name: &str| query.split('&').any(|p| p.split('=').next() == Some(name));
+    let is_object = req
+        .uri()
+        .path()
+        .trim_start_matches('/')
+        .split_once('/')
+        .is_some_and(|(_, k)| !k.is_empty());
+    if !is_object {
+        return Kind::Other;
+    }
+    match *req.method() {
+        Method::PUT if !has("uploadId") => Kind::Write { multipart: false },
+        Method::POST if has("uploadId") => Kind::Write { multipart: true },
+        Method::POST if has("uploads") => Kind::CreateUpload,
+        Method::DELETE if has("uploadId") => Kind::AbortUpload,
+        Method::DELETE => Kind::Delete,
+        _ => Kind::Other,
+    }
+}
+
+/// `bucket/key` of an object request (path-style).
 fn object_key(req: &Request<Incoming>) -> Option<String> {
     let path = req.uri().path().trim_start_matches('/');
     let (bucket, key) = path.split_once('/')?;
-    if key.is_empty() {
-        return None;
-    }
-    let is_part = req.uri().query().is_some_and(|q| q.contains("uploadId"));
-    (!is_part).then(|| format!("{bucket}/{}", percent_decode(key)))
+    (!key.is_empty()).then(|| format!("{bucket}/{}", percent_decode(key)))
 }
 
 fn percent_decode(s: &str) -> String {
@@ -202,19 +250,35 @@ async fn handle(
     st: Arc<Mutex<State>>,
     root: Arc<PathBuf>,
 ) -> Result<Reply, ConnectionDropped> {
-    if req.method() == Method::DELETE
-        && let Some(key) = object_key(&req)
-    {
-        let resp = s3
-            .call(req.map(s3s::Body::from))
-            .await
-            .map_err(|e| ConnectionDropped(format!("{e:?}")))?;
-        if resp.status().is_success() {
-            st.lock().unwrap().existing.remove(&key);
+    let kind = kind(&req);
+    let pass = |req: Request<Incoming>| {
+        let s3 = s3.clone();
+        async move {
+            s3.call(req.map(s3s::Body::from))
+                .await
+                .map_err(|e| ConnectionDropped(format!("{e:?}")))
         }
-        return Ok(resp);
+    };
+    match kind {
+        Kind::Delete | Kind::CreateUpload | Kind::AbortUpload => {
+            let key = object_key(&req).unwrap_or_default();
+            let resp = pass(req).await?;
+            if resp.status().is_success() {
+                let mut s = st.lock().unwrap();
+                match kind {
+                    Kind::Delete => {
+                        s.existing.remove(&key);
+                    }
+                    Kind::CreateUpload => s.multipart.started += 1,
+                    _ => s.multipart.aborted += 1,
+                }
+            }
+            return Ok(resp);
+        }
+        Kind::Write { .. } | Kind::Other => {}
     }
-    let key = (req.method() == Method::PUT)
+    let multipart = kind == (Kind::Write { multipart: true });
+    let key = matches!(kind, Kind::Write { .. })
         .then(|| object_key(&req))
         .flatten();
     // s3s-fs creates missing bucket directories on PUT; real S3 answers NoSuchBucket.
@@ -230,10 +294,7 @@ async fn handle(
         ));
     }
     let Some(key) = key else {
-        return s3
-            .call(req.map(s3s::Body::from))
-            .await
-            .map_err(|e| ConnectionDropped(format!("{e:?}")));
+        return pass(req).await;
     };
     let if_none_match = req.headers().get("if-none-match").is_some_and(|v| v == "*");
     let (fault, exists) = {
@@ -242,6 +303,7 @@ async fn handle(
     };
     let record = |status: u16, overwrote: bool| PutRecord {
         key: key.clone(),
+        multipart,
         if_none_match,
         status,
         fault,
@@ -272,16 +334,16 @@ async fn handle(
             "At least one of the pre-conditions you specified did not hold",
         ));
     }
-    let resp = s3
-        .call(req.map(s3s::Body::from))
-        .await
-        .map_err(|e| ConnectionDropped(format!("{e:?}")))?;
+    let resp = pass(req).await?;
     let status = resp.status().as_u16();
     {
         let mut s = st.lock().unwrap();
         let stored = resp.status().is_success();
         if stored {
             s.existing.insert(key.clone());
+            if multipart {
+                s.multipart.completed += 1;
+            }
         }
         s.puts.push(record(status, stored && exists));
     }

@@ -1,4 +1,13 @@
-//! Logging: human-readable or JSON lines on stderr, filtered by `PAIL_LOG` / `RUST_LOG`.
+//! Telemetry: logs (human-readable or JSON lines on stderr, filtered by `PAIL_LOG` /
+//! `RUST_LOG`), metrics, and the health endpoint.
+
+mod health;
+mod metrics;
+mod server;
+
+pub use health::{DestinationHealth, DestinationReport, Failure, Health, HealthReport};
+pub use metrics::{Counter, Gauge, METRICS, Metrics};
+pub use server::{ServeError, serve};
 
 use tracing_subscriber::EnvFilter;
 

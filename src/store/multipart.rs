@@ -1,0 +1,151 @@
+//! Multipart uploads for objects above the threshold: parts, then a Complete carrying
+//! `If-None-Match: *`, and an abort whenever the upload does not complete — including the
+//! 412 that means an earlier attempt already wrote the object.
+
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+
+use super::s3::{S3Store, classify, is_precondition_failed};
+use super::{ErrorClass, ObjectMetadata, PutOutcome, StoreError};
+use crate::telemetry::METRICS;
+
+/// Parts of one object uploaded at the same time.
+const PART_CONCURRENCY: usize = 4;
+
+impl S3Store {
+    /// Writes `body` at `key` as a multipart upload unless an object already exists there.
+    pub(super) async fn put_multipart(
+        &self,
+        key: &str,
+        body: Bytes,
+        metadata: &ObjectMetadata,
+    ) -> Result<PutOutcome, StoreError> {
+        let mut create = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key);
+        if self.part_checksums {
+            create = create.checksum_algorithm(ChecksumAlgorithm::Crc32);
+        }
+        for (k, v) in metadata {
+            create = create.metadata(k, v);
+        }
+        let created = create
+            .send()
+            .await
+            .map_err(|e| classify("CreateMultipartUpload", self.target(key), &e))?;
+        let Some(upload_id) = created.upload_id().map(str::to_string) else {
+            return Err(StoreError {
+                class: ErrorClass::Transient,
+                op: "CreateMultipartUpload",
+                target: self.target(key),
+                code: None,
+                message: "the store returned no upload id".into(),
+            });
+        };
+        METRICS.multipart_uploads.inc();
+        let result = self.parts_and_complete(key, &upload_id, body).await;
+        if !matches!(result, Ok(PutOutcome::Created)) {
+            // Parts of an upload that did not complete are billed until aborted.
+            self.abort(key, &upload_id).await;
+        }
+        result
+    }
+
+    async fn parts_and_complete(
+        &self,
+        key: &str,
+        upload_id: &str,
+        body: Bytes,
+    ) -> Result<PutOutcome, StoreError> {
+        let part_size = self.upload.part_size as usize;
+        let chunks = (0..body.len().div_ceil(part_size)).map(|i| {
+            let end = ((i + 1) * part_size).min(body.len());
+            (i as i32 + 1, body.slice(i * part_size..end))
+        });
+        let parts: Vec<CompletedPart> = futures::stream::iter(chunks)
+            .map(|(number, chunk)| self.upload_part(key, upload_id, number, chunk))
+            .buffered(PART_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut complete = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            );
+        if self.overwrite_protection {
+            complete = complete.if_none_match("*");
+        }
+        match complete.send().await {
+            Ok(_) => Ok(PutOutcome::Created),
+            Err(e) if is_precondition_failed(&e) => Ok(PutOutcome::AlreadyExists),
+            Err(e) => Err(classify("CompleteMultipartUpload", self.target(key), &e)),
+        }
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        chunk: Bytes,
+    ) -> Result<CompletedPart, StoreError> {
+        let mut req = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .content_length(chunk.len() as i64)
+            .body(chunk.into());
+        if self.part_checksums {
+            req = req.checksum_algorithm(ChecksumAlgorithm::Crc32);
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| classify("UploadPart", self.target(key), &e))?;
+        Ok(CompletedPart::builder()
+            .part_number(number)
+            .set_e_tag(out.e_tag().map(str::to_string))
+            .set_checksum_crc32(out.checksum_crc32().map(str::to_string))
+            .build())
+    }
+
+    /// Best effort: a store that refuses (no s3:AbortMultipartUpload) leaves the parts to a
+    /// lifecycle rule; the refusal is counted and logged, never fatal.
+    async fn abort(&self, key: &str, upload_id: &str) {
+        let result = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await;
+        match result {
+            Ok(_) => METRICS.multipart_aborts.inc(),
+            Err(e) => {
+                let error = classify("AbortMultipartUpload", self.target(key), &e);
+                if error.code.as_deref() == Some("NoSuchUpload") {
+                    // Completed after all (the answer to Complete was lost) or already aborted.
+                    return;
+                }
+                METRICS.multipart_abort_failures.inc();
+                tracing::warn!(%error, upload_id,
+                    "cannot abort an incomplete multipart upload; its parts stay until removed. \
+                     Allow s3:AbortMultipartUpload or add a lifecycle rule that aborts incomplete \
+                     multipart uploads after a day");
+            }
+        }
+    }
+}
