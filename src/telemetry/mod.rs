@@ -9,6 +9,8 @@ pub use health::{DestinationHealth, DestinationReport, Failure, Health, HealthRe
 pub use metrics::{Counter, Gauge, METRICS, Metrics};
 pub use server::{ServeError, serve};
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber; `json` selects one JSON object per line.
@@ -18,7 +20,9 @@ pub fn init_logging(json: bool) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: logs redirected to a file or collector stay plain.
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = if json {
         builder.json().try_init()
     } else {

@@ -1,0 +1,226 @@
+//! A destination that refuses uploads for good (here: its bucket does not exist yet) keeps its
+//! data, pauses only its own partitions, shows as failing in `/readyz` and `/metrics`, and
+//! delivers everything exactly once as soon as it is fixed — while the other destination goes
+//! on. Also: the endpoint answers hostile requests without harm.
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::kafka::MockKafka;
+use support::read;
+use support::s3::{ACCESS_KEY, SECRET_KEY, TestS3};
+use support::workers::{log_count, spawn_worker, wait_for_log};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Sends raw bytes, returns the status code and body of the answer.
+async fn request(addr: &str, raw: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let _ = s.write_all(raw).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+async fn get(addr: &str, path: &str) -> (u16, String) {
+    request(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: pail\r\n\r\n").as_bytes(),
+    )
+    .await
+}
+
+/// Polls `check` every 100 ms until it holds, failing the test after `limit`.
+async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < limit, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Ids delivered under `root`, with how often each appears.
+fn delivered(root: &Path) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for (_, rows) in read::all_parquet(root) {
+        for row in rows {
+            *seen
+                .entry(row["id"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+    }
+    seen
+}
+
+fn payloads(topic: &str, range: std::ops::Range<usize>) -> Vec<String> {
+    range
+        .map(|i| format!(r#"{{"id":"{topic}-{i}","n":{i}}}"#))
+        .collect()
+}
+
+fn config(dir: &Path, brokers: &str, endpoint: &str) -> std::path::PathBuf {
+    let dest = |name: &str, topic: &str, bucket: &str| {
+        format!(
+            "[[destinations]]\nname = \"{name}\"\ntopics = [\"{topic}\"]\nurl = \"s3://{bucket}/raw\"\n\
+             endpoint = \"{endpoint}\"\npath_style = true\nkey_template = \"{{topic}}\"\n\
+             [destinations.auth]\naccess_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{SECRET_KEY}\"\n\
+             [destinations.rotation]\nmax_records = 100\nmax_age = \"1s\"\n"
+        )
+    };
+    let text = format!(
+        "[source]\nkind = \"kafka\"\nbrokers = \"{brokers}\"\ngroup_id = \"health\"\n\
+         [source.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n\
+         {}{}\n[worker]\npermanent_error_retry = \"1s\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\n",
+        dest("good", "a", "lake"),
+        dest("bad", "b", "late"),
+    );
+    let path = dir.join("health.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_destination_pauses_only_its_partitions_and_catches_up_once_fixed() {
+    let kafka = MockKafka::start(&[("a", 2), ("b", 2)]);
+    let s3 = TestS3::start(&["lake"]).await;
+    kafka.produce_round_robin("a", 2, &payloads("a", 0..300));
+    kafka.produce_round_robin("b", 2, &payloads("b", 0..300));
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &kafka.brokers(), &s3.endpoint());
+    let log = dir.path().join("worker.log");
+    let mut child = spawn_worker(&config, &log);
+
+    let needle = "endpoint listening address=";
+    assert!(wait_for_log(&log, needle, 1, Duration::from_secs(30)).await);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let addr = text
+        .lines()
+        .find_map(|l| l.split(needle).nth(1))
+        .unwrap()
+        .trim()
+        .to_string();
+    let addr = addr.as_str();
+
+    let good = s3.bucket_dir("lake").join("raw").join("a");
+    eventually("topic a delivered", Duration::from_secs(60), || async {
+        delivered(&good).len() == 300
+    })
+    .await;
+    eventually("bad shown as failing", Duration::from_secs(60), || async {
+        let (status, body) = get(addr, "/readyz").await;
+        status == 503 && body.contains("NoSuchBucket") && body.contains("\"failing\"")
+    })
+    .await;
+    let (status, body) = get(addr, "/healthz").await;
+    assert_eq!(status, 200, "{body}");
+    eventually(
+        "bad's partitions paused",
+        Duration::from_secs(30),
+        || async {
+            let (_, metrics) = get(addr, "/metrics").await;
+            metrics.contains("pail_destination_up{destination=\"bad\"} 0")
+                && metrics.contains("pail_destination_up{destination=\"good\"} 1")
+                && metrics.contains("\npail_partitions_paused 2\n")
+        },
+    )
+    .await;
+    let (_, metrics) = get(addr, "/metrics").await;
+    let permanent = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("pail_upload_permanent_errors_total{destination=\"bad\"} "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap();
+    assert!(permanent >= 1);
+    assert!(log_count(&log, "upload refused by the store") >= 1);
+
+    // The other destination goes on while `bad` is refused.
+    kafka.produce_round_robin("a", 2, &payloads("a", 300..600));
+    kafka.produce_round_robin("b", 2, &payloads("b", 300..600));
+    eventually(
+        "more of topic a delivered",
+        Duration::from_secs(60),
+        || async { delivered(&good).len() == 600 },
+    )
+    .await;
+
+    // Fix the destination: everything it held, and what waited in Kafka, arrives once.
+    std::fs::create_dir(s3.bucket_dir("late")).unwrap();
+    let late = s3.bucket_dir("late").join("raw").join("b");
+    eventually("topic b delivered", Duration::from_secs(90), || async {
+        delivered(&late).len() == 600
+    })
+    .await;
+    eventually("ready again", Duration::from_secs(30), || async {
+        get(addr, "/readyz").await.0 == 200
+    })
+    .await;
+    assert!(log_count(&log, "accepts uploads again") >= 1);
+
+    let pid = child.id().unwrap().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = tokio::time::timeout(Duration::from_secs(40), child.wait())
+        .await
+        .expect("no exit after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+
+    for (seen, topic) in [(delivered(&good), "a"), (delivered(&late), "b")] {
+        assert_eq!(seen.len(), 600, "topic {topic}");
+        assert!(seen.values().all(|n| *n == 1), "topic {topic} duplicated");
+    }
+    let puts = s3.puts();
+    assert!(puts.iter().all(|p| p.if_none_match && !p.overwrote));
+}
+
+#[tokio::test]
+async fn the_endpoint_answers_hostile_requests_and_keeps_serving() {
+    use pail::telemetry::{DestinationHealth, Health};
+    let health = Arc::new(Health::new(vec![Arc::new(DestinationHealth::new("d"))]));
+    health.beat();
+    let (addr, task) = pail::telemetry::serve("127.0.0.1:0".parse().unwrap(), health)
+        .await
+        .unwrap();
+    let addr = addr.to_string();
+
+    let huge = format!("GET /{} HTTP/1.1\r\n", "a".repeat(64 * 1024));
+    assert_eq!(request(&addr, huge.as_bytes()).await.0, 400);
+    assert_eq!(request(&addr, b"\xff\xfe\x00garbage\r\n\r\n").await.0, 405);
+    assert_eq!(
+        request(&addr, b"POST /readyz HTTP/1.1\r\n\r\n").await.0,
+        405
+    );
+    assert_eq!(get(&addr, "/../../etc/passwd").await.0, 404);
+    // A client that connects and says nothing does not block the others.
+    let _idle = TcpStream::connect(&addr).await.unwrap();
+    let (status, body) = get(&addr, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["destinations"][0]["state"], "ok");
+    let (status, metrics) = get(&addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("# TYPE pail_records_consumed_total counter"));
+    assert!(metrics.contains("pail_destination_up{destination=\"d\"} 1"));
+    task.abort();
+}
