@@ -19,5 +19,6 @@ COPY --from=build /src/target/release/pail /usr/local/bin/pail
 COPY config/kafka-s3.example.toml /etc/pail/pail.example.toml
 USER 10001
 ENV PAIL_LOG_FORMAT=json
+EXPOSE 9464
 ENTRYPOINT ["pail"]
 CMD ["run", "--config", "/etc/pail/pail.toml"]

@@ -13,6 +13,9 @@ use std::time::Duration;
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use bytes::Bytes;
+use pail::config::UploadSettings;
+use pail::store::{ObjectStore, PutOutcome, S3Store, build_s3_client};
+use pail::telemetry::METRICS;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use support::bounded;
 use support::kafka::MockKafka;
@@ -137,6 +140,29 @@ async fn put_delete_only_role_delivers_everything_exactly_once() {
         .unwrap_err();
     assert!(format!("{denied:?}").contains("AccessDenied"), "{denied:?}");
 
+    // Multipart through the same role: the Complete carries If-None-Match, a second upload of
+    // the key gets 412 and counts as delivered; its abort is denied (the role has no
+    // s3:AbortMultipartUpload), which is tolerated and counted.
+    let settings = pail::config::parse(Path::new("lp.toml"), &text, &|_| None).unwrap();
+    let store = S3Store::new(
+        build_s3_client(&settings.destinations[0]).await,
+        BUCKET.into(),
+        true,
+    )
+    .with_upload(UploadSettings {
+        multipart_threshold: 5 << 20,
+        part_size: 5 << 20,
+    });
+    let mut rng = fastrand::Rng::with_seed(3);
+    let big = Bytes::from((0..(11 << 20)).map(|_| rng.u8(..)).collect::<Vec<u8>>());
+    let meta = Vec::new();
+    let first = store.put_if_absent("mp/big.bin", big.clone(), &meta).await;
+    assert_eq!(first.unwrap(), PutOutcome::Created);
+    let denied_before = METRICS.multipart_abort_failures.get();
+    let second = store.put_if_absent("mp/big.bin", Bytes::from(vec![1u8; 6 << 20]), &meta);
+    assert_eq!(second.await.unwrap(), PutOutcome::AlreadyExists);
+    assert_eq!(METRICS.multipart_abort_failures.get(), denied_before + 1);
+
     // Enforcement off again, so the test can read back what pail wrote.
     python(&[
         "-c",
@@ -156,8 +182,23 @@ async fn put_delete_only_role_delivers_everything_exactly_once() {
         .unwrap();
     let mut ids: HashMap<i64, usize> = HashMap::new();
     let mut dead = 0;
+    let stored = admin
+        .get_object()
+        .bucket(BUCKET)
+        .key("mp/big.bin")
+        .send()
+        .await
+        .unwrap();
+    let stored: Bytes = stored.body.collect().await.unwrap().into_bytes();
+    assert!(
+        stored == big,
+        "the multipart object differs from what was sent"
+    );
     for obj in listed.contents() {
         let key = obj.key().unwrap();
+        if key.starts_with("mp/") {
+            continue;
+        }
         let body = admin
             .get_object()
             .bucket(BUCKET)

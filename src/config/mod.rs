@@ -16,7 +16,7 @@ pub use secret::Secret;
 pub use settings::{
     AuthSettings, BadRecordPolicy, Compression, DestinationSettings, FILE_TOPIC, FileSettings,
     KafkaProperties, KafkaSettings, Location, ParquetSettings, RotationSettings, Settings,
-    SourceSettings, UploadSettings, WorkerSettings,
+    SourceSettings, TelemetrySettings, UploadSettings, WorkerSettings,
 };
 pub use units::{format_duration, parse_duration, parse_size};
 

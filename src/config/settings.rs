@@ -24,6 +24,7 @@ pub struct Settings {
     pub source: SourceSettings,
     pub destinations: Vec<DestinationSettings>,
     pub worker: WorkerSettings,
+    pub telemetry: TelemetrySettings,
 }
 
 /// Where records come from.
@@ -221,8 +222,13 @@ pub struct WorkerSettings {
     /// bucket, bad credentials): the data is kept and the destination's partitions paused.
     #[serde(serialize_with = "as_duration")]
     pub permanent_error_retry: Duration,
-    /// Health and metrics endpoint address; none means no endpoint.
-    pub telemetry_listen: Option<std::net::SocketAddr>,
+}
+
+/// `[telemetry]`: the health and metrics endpoint.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TelemetrySettings {
+    /// Address to serve `/healthz`, `/readyz` and `/metrics` on; none means no endpoint.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 fn as_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -270,7 +276,8 @@ impl Settings {
             );
         }
         let source = source(&raw.source, &destinations, &mut p);
-        let worker = worker(&raw.worker, &raw.telemetry, &mut p);
+        let worker = worker(&raw.worker, &mut p);
+        let telemetry = telemetry(&raw.telemetry, &mut p);
         if let Some(SourceSettings::File(_)) = &source {
             for (i, d) in destinations.iter().enumerate() {
                 if d.timestamp == TimestampSource::Kafka {
@@ -282,11 +289,12 @@ impl Settings {
             }
         }
         check_routing(&destinations, source.as_ref(), &mut p);
-        match (source, worker) {
-            (Some(source), Some(worker)) if p.0.is_empty() => Ok(Self {
+        match (source, worker, telemetry) {
+            (Some(source), Some(worker), Some(telemetry)) if p.0.is_empty() => Ok(Self {
                 source,
                 destinations,
                 worker,
+                telemetry,
             }),
             _ => Err(p),
         }
@@ -458,7 +466,24 @@ fn check_routing(
     }
 }
 
-fn worker(raw: &RawWorker, telemetry: &RawTelemetry, p: &mut Problems) -> Option<WorkerSettings> {
+fn telemetry(raw: &RawTelemetry, p: &mut Problems) -> Option<TelemetrySettings> {
+    let listen = match &raw.listen {
+        None => None,
+        Some(addr) => Some(
+            addr.parse()
+                .map_err(|_| {
+                    p.push(
+                        "telemetry.listen",
+                        format!("{addr:?} is not an address like \"0.0.0.0:9464\""),
+                    )
+                })
+                .ok()?,
+        ),
+    };
+    Some(TelemetrySettings { listen })
+}
+
+fn worker(raw: &RawWorker, p: &mut Problems) -> Option<WorkerSettings> {
     let dur = |key: &str, v: &Option<String>, default: &str, p: &mut Problems| {
         parse_duration(v.as_deref().unwrap_or(default))
             .map_err(|m| p.push(format!("worker.{key}"), m))
@@ -467,19 +492,6 @@ fn worker(raw: &RawWorker, telemetry: &RawTelemetry, p: &mut Problems) -> Option
     let shutdown_timeout = dur("shutdown_timeout", &raw.shutdown_timeout, "30s", p);
     let startup_timeout = dur("startup_timeout", &raw.startup_timeout, "60s", p);
     let permanent_error_retry = dur("permanent_error_retry", &raw.permanent_error_retry, "1m", p);
-    let telemetry_listen = match &telemetry.listen {
-        None => Some(None),
-        Some(addr) => addr
-            .parse()
-            .map(Some)
-            .map_err(|_| {
-                p.push(
-                    "telemetry.listen",
-                    format!("{addr:?} is not an address like \"0.0.0.0:9464\""),
-                )
-            })
-            .ok(),
-    };
     let max_in_flight_segments = raw.max_in_flight_segments.unwrap_or(64) as usize;
     let max_concurrent_uploads = raw.max_concurrent_uploads.unwrap_or(8) as usize;
     if max_in_flight_segments == 0 || max_concurrent_uploads == 0 {
@@ -497,7 +509,6 @@ fn worker(raw: &RawWorker, telemetry: &RawTelemetry, p: &mut Problems) -> Option
         shutdown_timeout: shutdown_timeout?,
         startup_timeout: startup_timeout?,
         permanent_error_retry: permanent_error_retry?,
-        telemetry_listen: telemetry_listen?,
         max_in_flight_segments,
         max_concurrent_uploads,
     })

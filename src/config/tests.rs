@@ -154,3 +154,40 @@ fn static_keys_fall_back_to_conventional_env_names() {
         matches!(&s.destinations[0].auth, AuthSettings::Static { access_key_id, .. } if access_key_id == "AKIDEXAMPLE")
     );
 }
+
+#[test]
+fn upload_sizes_and_the_telemetry_address_are_checked() {
+    let ok = parse_str(&format!(
+        "{FULL}[destinations.upload]\nmultipart_threshold = \"64MiB\"\npart_size = \"8MiB\"\n\
+         [telemetry]\nlisten = \"127.0.0.1:9464\"\n"
+    ))
+    .unwrap();
+    assert_eq!(ok.destinations[0].upload.multipart_threshold, 64 << 20);
+    assert_eq!(ok.destinations[0].upload.part_size, 8 << 20);
+    assert_eq!(ok.telemetry.listen, Some("127.0.0.1:9464".parse().unwrap()));
+    assert_eq!(parse_str(FULL).unwrap().telemetry.listen, None);
+
+    for (upload, key) in [
+        ("part_size = \"1MiB\"", "upload.part_size"),
+        ("part_size = \"6GiB\"", "upload.part_size"),
+        (
+            "multipart_threshold = \"8MiB\"\npart_size = \"16MiB\"",
+            "upload.multipart_threshold",
+        ),
+        (
+            "multipart_threshold = \"lots\"",
+            "upload.multipart_threshold",
+        ),
+    ] {
+        let text = format!("{FULL}[destinations.upload]\n{upload}\n");
+        let err = parse_str(&text).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("destinations[0].{key}")),
+            "{upload}: {err}"
+        );
+    }
+    let err = parse_str(&format!("{FULL}[telemetry]\nlisten = \"everywhere\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("telemetry.listen"), "{err}");
+}

@@ -101,7 +101,7 @@ pub async fn run(
             .collect(),
     ));
     health.beat();
-    let endpoint = match settings.worker.telemetry_listen {
+    let endpoint = match settings.telemetry.listen {
         Some(addr) => Some(crate::telemetry::serve(addr, health.clone()).await?.1),
         None => None,
     };
