@@ -1,6 +1,7 @@
 //! pail: an append-only, exactly-once delivery worker from Kafka (or NDJSON files) to
 //! partitioned Parquet in S3-compatible stores or a local directory.
 
+pub mod auth;
 pub mod buffer;
 pub mod config;
 pub mod decode;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use pail::config::{AuthSettings, DestinationSettings, Secret};
+use pail::config::{AuthSettings, DestinationSettings, Secret, StaticKeys};
 use pail::store::{LocalStore, ObjectStore, PutOutcome, S3Store, build_s3_client};
 use support::read;
 use support::s3::{ACCESS_KEY, SECRET_KEY, TestS3};
@@ -147,11 +147,11 @@ async fn without_overwrite_protection_both_stores_replace() {
 async fn wrong_secret_is_a_permanent_error_that_names_the_object_not_the_secret() {
     let s3 = TestS3::start(&["bucket"]).await;
     let mut dest = s3_destination(&s3, "bucket", true);
-    dest.auth = AuthSettings::Static {
+    dest.auth = AuthSettings::Static(StaticKeys {
         access_key_id: ACCESS_KEY.into(),
         secret_access_key: Secret::new("wrong-secret-value"),
         session_token: None,
-    };
+    });
     let store = S3Store::new(build_s3_client(&dest).await, "bucket".into(), true);
     let err = store
         .put_if_absent(KEY, Bytes::from_static(b"x"), &Vec::new())

@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::raw::{RawAuth, RawDestination};
-use super::secret::Secret;
+use super::auth::{AuthSettings, auth};
+use super::raw::RawDestination;
 use super::settings::{
-    AuthSettings, BadRecordPolicy, Compression, DEFAULT_KEY_TEMPLATE, DestinationSettings,
-    EnvLookup, Location, ParquetSettings, Problems, RotationSettings, UploadSettings,
+    BadRecordPolicy, Compression, DEFAULT_KEY_TEMPLATE, DestinationSettings, EnvLookup, Location,
+    ParquetSettings, Problems, RotationSettings, UploadSettings,
 };
 use super::units::{parse_duration, parse_size};
 use crate::partition::{KeyTemplate, TimestampSource};
@@ -55,7 +55,7 @@ pub(super) fn destination(
     };
     let is_s3 = matches!(location, Some(Location::S3 { .. }));
     let auth = if is_s3 {
-        auth(&raw.auth, &format!("{at}.auth"), env, p)
+        auth(&raw.auth, &format!("{at}.auth"), &raw.name, env, p)
     } else {
         Some(AuthSettings::Default)
     };
@@ -232,86 +232,4 @@ pub fn parse_url(url: &str) -> Result<Location, String> {
     Err(format!(
         "{url:?} is not a destination URL (use s3://bucket/prefix or file:///dir)"
     ))
-}
-
-fn auth(raw: &RawAuth, at: &str, env: EnvLookup<'_>, p: &mut Problems) -> Option<AuthSettings> {
-    let method = raw.method.as_deref().unwrap_or("static");
-    match method {
-        "static" => {
-            let mut read =
-                |key: &str, inline: &Option<String>, file: &Option<String>, var: Option<&str>| {
-                    match (inline, file) {
-                        (Some(_), Some(_)) => {
-                            p.push(
-                                format!("{at}.{key}"),
-                                format!("set {key} or {key}_file, not both"),
-                            );
-                            None
-                        }
-                        (Some(v), None) => Some(v.clone()),
-                        (None, Some(path)) => match std::fs::read_to_string(path) {
-                            Ok(text) => Some(text.trim().to_string()),
-                            Err(e) => {
-                                p.push(
-                                    format!("{at}.{key}_file"),
-                                    format!("cannot read {path}: {e}"),
-                                );
-                                None
-                            }
-                        },
-                        (None, None) => var.and_then(env),
-                    }
-                };
-            let id = read(
-                "access_key_id",
-                &raw.access_key_id,
-                &raw.access_key_id_file,
-                Some("S3_ACCESS_KEY_ID"),
-            );
-            let secret = read(
-                "secret_access_key",
-                &raw.secret_access_key,
-                &raw.secret_access_key_file,
-                Some("S3_SECRET_ACCESS_KEY"),
-            );
-            let token = read(
-                "session_token",
-                &raw.session_token,
-                &raw.session_token_file,
-                None,
-            );
-            match (id, secret) {
-                (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => {
-                    Some(AuthSettings::Static {
-                        access_key_id: id,
-                        secret_access_key: Secret::new(secret),
-                        session_token: token.filter(|t| !t.is_empty()).map(Secret::new),
-                    })
-                }
-                _ => {
-                    p.push(
-                        at.to_string(),
-                        "method = \"static\" needs access_key_id and secret_access_key \
-                         (inline, as *_file, or from S3_ACCESS_KEY_ID / S3_SECRET_ACCESS_KEY)",
-                    );
-                    None
-                }
-            }
-        }
-        "default" => Some(AuthSettings::Default),
-        "web_identity" | "assume_role" => {
-            p.push(
-                format!("{at}.method"),
-                format!("method = {method:?} is not built yet in this version of pail (use \"static\" or \"default\")"),
-            );
-            None
-        }
-        other => {
-            p.push(
-                format!("{at}.method"),
-                format!("{other:?} is not an auth method (use \"static\", \"default\", \"web_identity\" or \"assume_role\")"),
-            );
-            None
-        }
-    }
 }

@@ -1,5 +1,6 @@
 //! Configuration: TOML file → `${VAR}` interpolation → raw serde structs → validated settings.
 
+mod auth;
 mod destination;
 mod interpolate;
 mod raw;
@@ -11,12 +12,16 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+pub use auth::{
+    AssumeRoleSettings, AuthSettings, GCP_METADATA_HOST, RoleSettings, StaticKeys, TokenSource,
+    WebIdentitySettings,
+};
 pub use destination::parse_url;
 pub use secret::Secret;
 pub use settings::{
-    AuthSettings, BadRecordPolicy, Compression, DestinationSettings, FILE_TOPIC, FileSettings,
-    KafkaProperties, KafkaSettings, Location, ParquetSettings, RotationSettings, Settings,
-    SourceSettings, TelemetrySettings, UploadSettings, WorkerSettings,
+    BadRecordPolicy, Compression, DestinationSettings, FILE_TOPIC, FileSettings, KafkaProperties,
+    KafkaSettings, Location, ParquetSettings, RotationSettings, Settings, SourceSettings,
+    TelemetrySettings, UploadSettings, WorkerSettings,
 };
 pub use units::{format_duration, parse_duration, parse_size};
 

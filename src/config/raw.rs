@@ -85,6 +85,17 @@ pub struct RawAuth {
     pub access_key_id_file: Option<String>,
     pub secret_access_key_file: Option<String>,
     pub session_token_file: Option<String>,
+    pub role_arn: Option<String>,
+    pub session_name: Option<String>,
+    pub duration: Option<String>,
+    pub external_id: Option<String>,
+    pub sts_endpoint: Option<String>,
+    pub sts_region: Option<String>,
+    pub token_file: Option<String>,
+    pub token_gcp_audience: Option<String>,
+    pub token_command: Option<Vec<String>>,
+    /// Host (and port) of the GCP metadata server; tests point it at a local server.
+    pub gcp_metadata_host: Option<String>,
 }
 
 /// `[destinations.rotation]`.

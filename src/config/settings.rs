@@ -9,7 +9,6 @@ use serde::{Serialize, Serializer};
 
 use super::destination::destination;
 use super::raw::{RawConfig, RawSource, RawTelemetry, RawWorker};
-use super::secret::Secret;
 use super::units::{format_duration, parse_duration, parse_size};
 use crate::partition::{KeyTemplate, TimestampSource};
 
@@ -107,7 +106,7 @@ pub struct DestinationSettings {
     pub timestamp: TimestampSource,
     pub on_bad_record: BadRecordPolicy,
     pub overwrite_protection: bool,
-    pub auth: AuthSettings,
+    pub auth: super::auth::AuthSettings,
     pub rotation: RotationSettings,
     pub parquet: ParquetSettings,
     pub upload: UploadSettings,
@@ -166,20 +165,6 @@ pub enum BadRecordPolicy {
     Skip,
 }
 
-/// How pail authenticates to the store.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "method", rename_all = "snake_case")]
-pub enum AuthSettings {
-    /// Access key id and secret (plus an optional session token).
-    Static {
-        access_key_id: String,
-        secret_access_key: Secret,
-        session_token: Option<Secret>,
-    },
-    /// The AWS SDK default chain.
-    Default,
-}
-
 /// When an open segment is sealed.
 #[derive(Debug, Clone, Serialize)]
 pub struct RotationSettings {
@@ -231,7 +216,7 @@ pub struct TelemetrySettings {
     pub listen: Option<std::net::SocketAddr>,
 }
 
-fn as_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+pub(super) fn as_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format_duration(*d))
 }
 

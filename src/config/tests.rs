@@ -1,6 +1,7 @@
 //! Loading whole config files: the public key names, errors that name the key, redaction.
 
 use super::*;
+use std::time::Duration;
 
 const FULL: &str = r#"
 [source]
@@ -69,7 +70,7 @@ fn the_documented_example_loads() {
         other => panic!("{other:?}"),
     }
     assert!(
-        matches!(&d.auth, AuthSettings::Static { secret_access_key, .. } if secret_access_key.expose() == "very-secret-456")
+        matches!(&d.auth, AuthSettings::Static(k) if k.secret_access_key.expose() == "very-secret-456")
     );
 }
 
@@ -151,7 +152,7 @@ fn static_keys_fall_back_to_conventional_env_names() {
     );
     let s = parse_str(&text).unwrap();
     assert!(
-        matches!(&s.destinations[0].auth, AuthSettings::Static { access_key_id, .. } if access_key_id == "AKIDEXAMPLE")
+        matches!(&s.destinations[0].auth, AuthSettings::Static(k) if k.access_key_id == "AKIDEXAMPLE")
     );
 }
 
@@ -190,4 +191,99 @@ fn upload_sizes_and_the_telemetry_address_are_checked() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("telemetry.listen"), "{err}");
+}
+
+fn with_auth(auth: &str) -> String {
+    let start = FULL.find("[destinations.auth]").unwrap();
+    let end = FULL.find("[destinations.rotation]").unwrap();
+    format!(
+        "{}[destinations.auth]\n{auth}\n{}",
+        &FULL[..start],
+        &FULL[end..]
+    )
+}
+
+#[test]
+fn web_identity_takes_exactly_one_token_source_and_defaults_its_session() {
+    let s = parse_str(&with_auth(
+        "method = \"web_identity\"\nrole_arn = \"arn:aws:iam::123456789012:role/pail\"\ntoken_file = \"/var/run/token\"",
+    ))
+    .unwrap();
+    let AuthSettings::WebIdentity(w) = &s.destinations[0].auth else {
+        panic!("{:?}", s.destinations[0].auth)
+    };
+    assert_eq!(w.role.session_name, "pail-acme");
+    assert_eq!(w.role.duration, Duration::from_secs(3600));
+    assert!(matches!(&w.token, TokenSource::File(p) if p.to_str() == Some("/var/run/token")));
+
+    let gcp = parse_str(&with_auth(
+        "method = \"web_identity\"\nrole_arn = \"arn:aws:iam::1:role/r\"\ntoken_gcp_audience = \"https://pail.example\"\nduration = \"15m\"\nsts_region = \"eu-west-1\"",
+    ))
+    .unwrap();
+    let AuthSettings::WebIdentity(w) = &gcp.destinations[0].auth else {
+        panic!()
+    };
+    assert!(matches!(&w.token, TokenSource::Gcp { host, .. } if host == GCP_METADATA_HOST));
+    assert_eq!(w.role.sts_region.as_deref(), Some("eu-west-1"));
+
+    for (auth, key) in [
+        (
+            "method = \"web_identity\"\nrole_arn = \"arn:aws:iam::1:role/r\"",
+            "destinations[0].auth",
+        ),
+        (
+            "method = \"web_identity\"\nrole_arn = \"arn:aws:iam::1:role/r\"\ntoken_file = \"t\"\ntoken_command = [\"x\"]",
+            "destinations[0].auth",
+        ),
+        (
+            "method = \"web_identity\"\ntoken_file = \"t\"",
+            "destinations[0].auth.role_arn",
+        ),
+        (
+            "method = \"web_identity\"\nrole_arn = \"pail-role\"\ntoken_file = \"t\"",
+            "destinations[0].auth.role_arn",
+        ),
+        (
+            "method = \"web_identity\"\nrole_arn = \"arn:aws:iam::1:role/r\"\ntoken_file = \"t\"\nduration = \"13h\"",
+            "destinations[0].auth.duration",
+        ),
+        (
+            "method = \"web_identity\"\nrole_arn = \"arn:aws:iam::1:role/r\"\ntoken_command = []",
+            "destinations[0].auth.token_command",
+        ),
+        (
+            "method = \"static\"\naccess_key_id = \"a\"\nsecret_access_key = \"b\"\nrole_arn = \"arn:x\"",
+            "destinations[0].auth.role_arn",
+        ),
+    ] {
+        let err = parse_str(&with_auth(auth)).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("key `{key}`")) || err.contains(key),
+            "{auth}: {err}"
+        );
+    }
+}
+
+#[test]
+fn assume_role_uses_static_keys_when_given_and_never_prints_them() {
+    let s = parse_str(&with_auth(
+        "method = \"assume_role\"\nrole_arn = \"arn:aws:iam::123456789012:role/pail\"\nexternal_id = \"ext-42\"\n\
+         access_key_id = \"AKIDSOURCE\"\nsecret_access_key = \"source-secret-789\"",
+    ))
+    .unwrap();
+    let AuthSettings::AssumeRole(a) = &s.destinations[0].auth else {
+        panic!()
+    };
+    assert_eq!(a.external_id.as_deref(), Some("ext-42"));
+    assert_eq!(a.source.as_ref().unwrap().access_key_id, "AKIDSOURCE");
+    let shown = format!("{s:?}{}", toml::to_string_pretty(&s).unwrap());
+    assert!(!shown.contains("source-secret-789"), "{shown}");
+
+    let chain = parse_str(&with_auth(
+        "method = \"assume_role\"\nrole_arn = \"arn:aws:iam::123456789012:role/pail\"",
+    ))
+    .unwrap();
+    assert!(
+        matches!(&chain.destinations[0].auth, AuthSettings::AssumeRole(a) if a.source.is_none())
+    );
 }

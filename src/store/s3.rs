@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{
-    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    BehaviorVersion, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
@@ -15,7 +15,8 @@ use aws_smithy_types::timeout::TimeoutConfig;
 use bytes::Bytes;
 
 use super::{BoxFuture, ErrorClass, ObjectMetadata, ObjectStore, PutOutcome, StoreError};
-use crate::config::{AuthSettings, DestinationSettings, UploadSettings};
+use crate::auth::credentials_provider;
+use crate::config::{DestinationSettings, UploadSettings};
 
 /// Builds the S3 client for a destination: region, endpoint, path style, credentials.
 ///
@@ -26,28 +27,9 @@ pub async fn build_s3_client(dest: &DestinationSettings) -> Client {
         .connect_timeout(Duration::from_secs(10))
         .operation_attempt_timeout(Duration::from_secs(300))
         .build();
-    let mut builder = match &dest.auth {
-        AuthSettings::Default => {
-            let shared = aws_config::defaults(BehaviorVersion::latest())
-                .region(Region::new(dest.region.clone()))
-                .load()
-                .await;
-            aws_sdk_s3::config::Builder::from(&shared)
-        }
-        AuthSettings::Static {
-            access_key_id,
-            secret_access_key,
-            session_token,
-        } => aws_sdk_s3::config::Builder::new()
-            .behavior_version(BehaviorVersion::latest())
-            .credentials_provider(Credentials::new(
-                access_key_id,
-                secret_access_key.expose(),
-                session_token.as_ref().map(|t| t.expose().to_string()),
-                None,
-                "pail-static",
-            )),
-    };
+    let mut builder = aws_sdk_s3::config::Builder::new()
+        .behavior_version(BehaviorVersion::latest())
+        .credentials_provider(credentials_provider(dest).await);
     builder = builder
         .region(Region::new(dest.region.clone()))
         .force_path_style(dest.path_style)

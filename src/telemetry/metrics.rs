@@ -68,6 +68,8 @@ pub struct Metrics {
     pub multipart_uploads: Counter,
     pub multipart_aborts: Counter,
     pub multipart_abort_failures: Counter,
+    pub credential_refreshes: Counter,
+    pub credential_refresh_failures: Counter,
     pub partitions_assigned: Gauge,
     pub partitions_paused: Gauge,
     pub segments_in_flight: Gauge,
@@ -87,6 +89,8 @@ pub static METRICS: Metrics = Metrics {
     multipart_uploads: Counter::new(),
     multipart_aborts: Counter::new(),
     multipart_abort_failures: Counter::new(),
+    credential_refreshes: Counter::new(),
+    credential_refresh_failures: Counter::new(),
     partitions_assigned: Gauge::new(),
     partitions_paused: Gauge::new(),
     segments_in_flight: Gauge::new(),
@@ -104,7 +108,7 @@ pub(super) fn family(out: &mut String, name: &str, kind: &str, help: &str, value
 impl Metrics {
     /// The process-wide figures in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
-        let counters: [(&str, &str, &Counter); 11] = [
+        let counters: [(&str, &str, &Counter); 13] = [
             (
                 "pail_records_consumed_total",
                 "Records taken from the source.",
@@ -159,6 +163,16 @@ impl Metrics {
                 "pail_multipart_abort_failures_total",
                 "Aborts the store refused (add s3:AbortMultipartUpload or a lifecycle rule).",
                 &self.multipart_abort_failures,
+            ),
+            (
+                "pail_credential_refreshes_total",
+                "Temporary credentials obtained from STS.",
+                &self.credential_refreshes,
+            ),
+            (
+                "pail_credential_refresh_failures_total",
+                "Background credential refreshes that failed (retried).",
+                &self.credential_refresh_failures,
             ),
         ];
         for (name, help, c) in counters {

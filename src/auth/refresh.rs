@@ -1,0 +1,202 @@
+//! Temporary credentials cached and refreshed on a background schedule: well before they
+//! expire (a quarter of their lifetime, at least 30 s, before), so uploads never wait on STS;
+//! a failed refresh retries with backoff while the current credentials stay valid.
+
+use std::fmt;
+use std::sync::{Arc, RwLock, Weak};
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::error::CredentialsError;
+use aws_credential_types::provider::{ProvideCredentials, future};
+
+use super::AuthError;
+use crate::store::BoxFuture;
+use crate::telemetry::METRICS;
+
+/// Credentials with their expiry, as a fetch returns them.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub credentials: Credentials,
+    pub expiry: Option<SystemTime>,
+}
+
+/// Something that can obtain fresh credentials (an STS call).
+pub trait Fetch: Send + Sync + fmt::Debug {
+    /// Obtains new credentials.
+    fn fetch(&self) -> BoxFuture<'_, Result<Fetched, AuthError>>;
+}
+
+/// Credentials this close to expiry are not handed out any more.
+const EXPIRY_SLACK: Duration = Duration::from_secs(10);
+const MIN_LEAD: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+struct Current {
+    fetched: Fetched,
+    /// When the background task fetches again.
+    refresh_at: SystemTime,
+}
+
+struct Inner {
+    destination: String,
+    source: Box<dyn Fetch>,
+    current: RwLock<Option<Current>>,
+    /// One fetch at a time, whether from the schedule or from a caller with nothing cached.
+    fetching: tokio::sync::Mutex<()>,
+}
+
+/// A credentials provider backed by a [`Fetch`], refreshed in the background.
+#[derive(Clone)]
+pub struct RefreshingCredentials {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for RefreshingCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RefreshingCredentials")
+            .field("destination", &self.inner.destination)
+            .field("source", &self.inner.source)
+            .finish_non_exhaustive()
+    }
+}
+
+fn refresh_time(now: SystemTime, expiry: Option<SystemTime>) -> SystemTime {
+    let Some(expiry) = expiry else {
+        // No expiry: refresh hourly anyway, in case the source rotates.
+        return now + Duration::from_secs(3600);
+    };
+    let lifetime = expiry.duration_since(now).unwrap_or_default();
+    let lead = (lifetime / 4).max(MIN_LEAD).min(lifetime / 2);
+    expiry - lead
+}
+
+impl Inner {
+    fn usable(&self) -> Option<Credentials> {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        let c = current.as_ref()?;
+        let valid = c
+            .fetched
+            .expiry
+            .is_none_or(|e| e > SystemTime::now() + EXPIRY_SLACK);
+        valid.then(|| c.fetched.credentials.clone())
+    }
+
+    fn expiry(&self) -> Option<SystemTime> {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        current.as_ref().and_then(|c| c.fetched.expiry)
+    }
+
+    fn refresh_at(&self) -> Option<SystemTime> {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        current.as_ref().map(|c| c.refresh_at)
+    }
+
+    async fn refresh(&self) -> Result<Credentials, AuthError> {
+        let fetched = self.source.fetch().await?;
+        let now = SystemTime::now();
+        let refresh_at = refresh_time(now, fetched.expiry);
+        let credentials = fetched.credentials.clone();
+        tracing::debug!(destination = %self.destination,
+            expires_in_s = fetched.expiry.and_then(|e| e.duration_since(now).ok()).map(|d| d.as_secs()),
+            refresh_in_s = refresh_at.duration_since(now).unwrap_or_default().as_secs(),
+            "credentials refreshed");
+        METRICS.credential_refreshes.inc();
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Current {
+            fetched,
+            refresh_at,
+        });
+        Ok(credentials)
+    }
+}
+
+impl RefreshingCredentials {
+    /// Starts the background refresh for `destination` (it ends when the provider is dropped).
+    /// The first fetch happens at once, in the background.
+    pub fn start(destination: &str, source: impl Fetch + 'static) -> Self {
+        let inner = Arc::new(Inner {
+            destination: destination.to_string(),
+            source: Box::new(source),
+            current: RwLock::new(None),
+            fetching: tokio::sync::Mutex::new(()),
+        });
+        tokio::spawn(refresh_loop(Arc::downgrade(&inner)));
+        Self { inner }
+    }
+
+    /// Current credentials, fetching now only if none are valid (start-up, or every refresh
+    /// failed until expiry).
+    pub async fn credentials(&self) -> Result<Credentials, AuthError> {
+        if let Some(c) = self.inner.usable() {
+            return Ok(c);
+        }
+        let _one = self.inner.fetching.lock().await;
+        if let Some(c) = self.inner.usable() {
+            return Ok(c);
+        }
+        self.inner.refresh().await
+    }
+}
+
+async fn refresh_loop(weak: Weak<Inner>) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let wait = {
+            let Some(inner) = weak.upgrade() else { return };
+            inner.refresh_at().map_or(Duration::ZERO, |at| {
+                at.duration_since(SystemTime::now()).unwrap_or_default()
+            })
+        };
+        tokio::time::sleep(wait).await;
+        let Some(inner) = weak.upgrade() else { return };
+        let result = {
+            let _one = inner.fetching.lock().await;
+            inner.refresh().await
+        };
+        match result {
+            Ok(_) => backoff = Duration::from_secs(1),
+            Err(error) => {
+                METRICS.credential_refresh_failures.inc();
+                let valid_for = inner
+                    .expiry()
+                    .and_then(|e| e.duration_since(SystemTime::now()).ok());
+                tracing::error!(destination = %inner.destination, %error,
+                    current_valid_for_s = valid_for.map(|d| d.as_secs()),
+                    retry_in_s = backoff.as_secs(),
+                    "credential refresh failed; the current credentials are used while they last");
+                drop(inner);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+impl ProvideCredentials for RefreshingCredentials {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::new(async move {
+            self.credentials()
+                .await
+                .map_err(CredentialsError::provider_error)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_comes_a_quarter_of_the_lifetime_before_expiry() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let hour = refresh_time(now, Some(now + Duration::from_secs(3600)));
+        assert_eq!(hour, now + Duration::from_secs(2700));
+        let short = refresh_time(now, Some(now + Duration::from_secs(40)));
+        assert_eq!(short, now + Duration::from_secs(20));
+        let expired = refresh_time(now, Some(now - Duration::from_secs(5)));
+        assert!(expired <= now);
+    }
+}
