@@ -291,30 +291,30 @@ fn static_keys(
     p: &mut Problems,
     env_fallback: bool,
 ) -> Option<Option<StaticKeys>> {
-    let mut read =
-        |key: &str, inline: &Option<String>, file: &Option<String>, var: Option<&str>| match (
-            inline, file,
-        ) {
-            (Some(_), Some(_)) => {
+    let mut read = |key: &str,
+                    inline: &Option<String>,
+                    file: &Option<String>,
+                    var: Option<&str>| match (inline, file) {
+        (Some(_), Some(_)) => {
+            p.push(
+                format!("{at}.{key}"),
+                format!("set {key} or {key}_file, not both"),
+            );
+            None
+        }
+        (Some(v), None) => Some(v.clone()),
+        (None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(text) => Some(text.trim().to_string()),
+            Err(e) => {
                 p.push(
-                    format!("{at}.{key}"),
-                    format!("set {key} or {key}_file, not both"),
+                    format!("{at}.{key}_file"),
+                    format!("cannot read {path}: {e}"),
                 );
                 None
             }
-            (Some(v), None) => Some(v.clone()),
-            (None, Some(path)) => match std::fs::read_to_string(path) {
-                Ok(text) => Some(text.trim().to_string()),
-                Err(e) => {
-                    p.push(
-                        format!("{at}.{key}_file"),
-                        format!("cannot read {path}: {e}"),
-                    );
-                    None
-                }
-            },
-            (None, None) => var.filter(|_| env_fallback).and_then(env),
-        };
+        },
+        (None, None) => var.filter(|_| env_fallback).and_then(env),
+    };
     let id = read(
         "access_key_id",
         &raw.access_key_id,
