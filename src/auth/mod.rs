@@ -2,16 +2,20 @@
 //! credentials from STS (web identity federation, assume-role) cached and refreshed in the
 //! background well before they expire, so uploads never wait on STS.
 
+mod clock;
 mod gcp;
 mod refresh;
 mod sts;
 mod token;
+
+use std::sync::Arc;
 
 use aws_config::BehaviorVersion;
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_s3::config::Region;
 
+pub use clock::{Clock, ShiftedClock, SystemClock};
 pub use refresh::RefreshingCredentials;
 pub use token::{Claims, read_token};
 
@@ -49,6 +53,39 @@ impl AuthError {
             _ => None,
         }
     }
+
+    /// Whether retrying soon cannot help: STS refused the token or the role, or the token
+    /// source is broken. STS throttling, STS outages and unreachable endpoints are transient.
+    pub fn needs_a_human(&self) -> bool {
+        match self {
+            Self::Sts { code: None, .. } => false,
+            Self::Sts { code: Some(code), .. } => !matches!(
+                code.as_str(),
+                "Throttling"
+                    | "ThrottlingException"
+                    | "RequestLimitExceeded"
+                    | "ServiceUnavailable"
+                    | "InternalFailure"
+                    | "InternalError"
+                    | "IDPCommunicationError"
+            ),
+            // The metadata server answers 4xx for a bad request; anything else may pass.
+            Self::Gcp { message, .. } => message.starts_with("HTTP 4"),
+            Self::TokenFile { .. } | Self::TokenCommand { .. } => true,
+        }
+    }
+
+    /// The [`AuthError`] behind an SDK error, if credentials are what failed.
+    pub fn find_in<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a AuthError> {
+        let mut next = Some(err);
+        while let Some(e) = next {
+            if let Some(auth) = e.downcast_ref::<AuthError>() {
+                return Some(auth);
+            }
+            next = e.source();
+        }
+        None
+    }
 }
 
 /// Static keys as SDK credentials.
@@ -69,9 +106,26 @@ pub async fn credentials_provider(dest: &DestinationSettings) -> SharedCredentia
     match &dest.auth {
         AuthSettings::Static(keys) => SharedCredentialsProvider::new(static_credentials(keys)),
         AuthSettings::Default => default_chain(region).await,
+        AuthSettings::WebIdentity(_) | AuthSettings::AssumeRole(_) => {
+            match refreshing_credentials(dest, Arc::new(SystemClock)).await {
+                Some(refreshing) => SharedCredentialsProvider::new(refreshing),
+                None => default_chain(region).await,
+            }
+        }
+    }
+}
+
+/// The refreshing STS credentials of a `web_identity` or `assume_role` destination, scheduled
+/// by `clock`; `None` for the other methods.
+pub async fn refreshing_credentials(
+    dest: &DestinationSettings,
+    clock: Arc<dyn Clock>,
+) -> Option<RefreshingCredentials> {
+    let region = Region::new(dest.region.clone());
+    match &dest.auth {
         AuthSettings::WebIdentity(settings) => {
             let fetch = sts::WebIdentity::new(settings, region);
-            SharedCredentialsProvider::new(RefreshingCredentials::start(&dest.name, fetch))
+            Some(RefreshingCredentials::start(&dest.name, fetch, clock))
         }
         AuthSettings::AssumeRole(settings) => {
             let source = match &settings.source {
@@ -79,8 +133,9 @@ pub async fn credentials_provider(dest: &DestinationSettings) -> SharedCredentia
                 None => default_chain(region.clone()).await,
             };
             let fetch = sts::AssumeRole::new(settings, region, source);
-            SharedCredentialsProvider::new(RefreshingCredentials::start(&dest.name, fetch))
+            Some(RefreshingCredentials::start(&dest.name, fetch, clock))
         }
+        AuthSettings::Static(_) | AuthSettings::Default => None,
     }
 }
 

@@ -3,6 +3,7 @@
 //! a failed refresh retries with backoff while the current credentials stay valid.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -11,6 +12,7 @@ use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{ProvideCredentials, future};
 
 use super::AuthError;
+use super::clock::Clock;
 use crate::store::BoxFuture;
 use crate::telemetry::METRICS;
 
@@ -30,6 +32,9 @@ pub trait Fetch: Send + Sync + fmt::Debug {
 /// Credentials this close to expiry are not handed out any more.
 const EXPIRY_SLACK: Duration = Duration::from_secs(10);
 const MIN_LEAD: Duration = Duration::from_secs(30);
+/// Never refresh sooner than this after a fetch: with a clock far ahead of STS, fresh
+/// credentials already look expired, and the schedule must not turn into a busy loop on STS.
+const MIN_GAP: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 struct Current {
@@ -41,6 +46,9 @@ struct Current {
 struct Inner {
     destination: String,
     source: Box<dyn Fetch>,
+    clock: Arc<dyn Clock>,
+    refreshes: AtomicU64,
+    failures: AtomicU64,
     current: RwLock<Option<Current>>,
     /// One fetch at a time, whether from the schedule or from a caller with nothing cached.
     fetching: tokio::sync::Mutex<()>,
@@ -68,7 +76,7 @@ fn refresh_time(now: SystemTime, expiry: Option<SystemTime>) -> SystemTime {
     };
     let lifetime = expiry.duration_since(now).unwrap_or_default();
     let lead = (lifetime / 4).max(MIN_LEAD).min(lifetime / 2);
-    expiry - lead
+    (expiry - lead).max(now + MIN_GAP)
 }
 
 impl Inner {
@@ -78,7 +86,7 @@ impl Inner {
         let valid = c
             .fetched
             .expiry
-            .is_none_or(|e| e > SystemTime::now() + EXPIRY_SLACK);
+            .is_none_or(|e| e > self.clock.now() + EXPIRY_SLACK);
         valid.then(|| c.fetched.credentials.clone())
     }
 
@@ -94,7 +102,7 @@ impl Inner {
 
     async fn refresh(&self) -> Result<Credentials, AuthError> {
         let fetched = self.source.fetch().await?;
-        let now = SystemTime::now();
+        let now = self.clock.now();
         let refresh_at = refresh_time(now, fetched.expiry);
         let credentials = fetched.credentials.clone();
         tracing::debug!(destination = %self.destination,
@@ -102,6 +110,7 @@ impl Inner {
             refresh_in_s = refresh_at.duration_since(now).unwrap_or_default().as_secs(),
             "credentials refreshed");
         METRICS.credential_refreshes.inc();
+        self.refreshes.fetch_add(1, Ordering::Relaxed);
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Current {
             fetched,
             refresh_at,
@@ -111,12 +120,15 @@ impl Inner {
 }
 
 impl RefreshingCredentials {
-    /// Starts the background refresh for `destination` (it ends when the provider is dropped).
-    /// The first fetch happens at once, in the background.
-    pub fn start(destination: &str, source: impl Fetch + 'static) -> Self {
+    /// Starts the background refresh for `destination` (it ends when the provider is dropped),
+    /// scheduled by `clock`. The first fetch happens at once, in the background.
+    pub fn start(destination: &str, source: impl Fetch + 'static, clock: Arc<dyn Clock>) -> Self {
         let inner = Arc::new(Inner {
             destination: destination.to_string(),
             source: Box::new(source),
+            clock,
+            refreshes: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
             current: RwLock::new(None),
             fetching: tokio::sync::Mutex::new(()),
         });
@@ -136,18 +148,38 @@ impl RefreshingCredentials {
         }
         self.inner.refresh().await
     }
+
+    /// Successful fetches so far (the first one included).
+    pub fn refreshes(&self) -> u64 {
+        self.inner.refreshes.load(Ordering::Relaxed)
+    }
+
+    /// Failed background refreshes so far.
+    pub fn failures(&self) -> u64 {
+        self.inner.failures.load(Ordering::Relaxed)
+    }
+
+    /// When the current credentials expire, if any are cached.
+    pub fn expiry(&self) -> Option<SystemTime> {
+        self.inner.expiry()
+    }
 }
 
 async fn refresh_loop(weak: Weak<Inner>) {
     let mut backoff = Duration::from_secs(1);
     loop {
-        let wait = {
-            let Some(inner) = weak.upgrade() else { return };
-            inner.refresh_at().map_or(Duration::ZERO, |at| {
-                at.duration_since(SystemTime::now()).unwrap_or_default()
-            })
-        };
-        tokio::time::sleep(wait).await;
+        // Wait for the scheduled time by the refresher's clock, re-reading it whenever the
+        // clock wakes the sleep (a test clock that jumps forward).
+        loop {
+            let (clock, at) = {
+                let Some(inner) = weak.upgrade() else { return };
+                match inner.refresh_at() {
+                    Some(at) if at > inner.clock.now() => (inner.clock.clone(), at),
+                    _ => break,
+                }
+            };
+            clock.sleep_until(at).await;
+        }
         let Some(inner) = weak.upgrade() else { return };
         let result = {
             let _one = inner.fetching.lock().await;
@@ -157,15 +189,20 @@ async fn refresh_loop(weak: Weak<Inner>) {
             Ok(_) => backoff = Duration::from_secs(1),
             Err(error) => {
                 METRICS.credential_refresh_failures.inc();
+                inner.failures.fetch_add(1, Ordering::Relaxed);
                 let valid_for = inner
                     .expiry()
-                    .and_then(|e| e.duration_since(SystemTime::now()).ok());
+                    .and_then(|e| e.duration_since(inner.clock.now()).ok());
                 tracing::error!(destination = %inner.destination, %error,
                     current_valid_for_s = valid_for.map(|d| d.as_secs()),
                     retry_in_s = backoff.as_secs(),
                     "credential refresh failed; the current credentials are used while they last");
+                let clock = inner.clock.clone();
                 drop(inner);
-                tokio::time::sleep(backoff).await;
+                let until = clock.now() + backoff;
+                while clock.now() < until {
+                    clock.sleep_until(until).await;
+                }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
@@ -196,7 +233,8 @@ mod tests {
         assert_eq!(hour, now + Duration::from_secs(2700));
         let short = refresh_time(now, Some(now + Duration::from_secs(40)));
         assert_eq!(short, now + Duration::from_secs(20));
+        // Already expired by this clock (skew): soon, but not in a busy loop.
         let expired = refresh_time(now, Some(now - Duration::from_secs(5)));
-        assert!(expired <= now);
+        assert_eq!(expired, now + MIN_GAP);
     }
 }

@@ -118,7 +118,13 @@ impl Fetch for WebIdentity {
                 .web_identity_token(token.expose())
                 .send()
                 .await
-                .map_err(|e| sts_error(OP, &self.role.role_arn, claims.clone(), &e))?;
+                .map_err(|e| {
+                    let mut error = sts_error(OP, &self.role.role_arn, claims.clone(), &e);
+                    if let (None, AuthError::Sts { message, .. }) = (&claims, &mut error) {
+                        message.push_str(" (the token read is not a JWT)");
+                    }
+                    error
+                })?;
             let arn = out.assumed_role_user().map(|u| u.arn().to_string());
             tracing::info!(role = %self.role.role_arn, assumed = ?arn,
                 token = %claims.unwrap_or_default(), "assumed role with web identity");

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use thiserror::Error;
 
 pub use local::LocalStore;
-pub use s3::{S3Store, build_s3_client};
+pub use s3::{S3Store, build_s3_client, build_s3_client_with};
 
 use crate::config::{DestinationSettings, Location};
 

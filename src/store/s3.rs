@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{
     BehaviorVersion, Region, RequestChecksumCalculation, ResponseChecksumValidation,
@@ -15,21 +16,26 @@ use aws_smithy_types::timeout::TimeoutConfig;
 use bytes::Bytes;
 
 use super::{BoxFuture, ErrorClass, ObjectMetadata, ObjectStore, PutOutcome, StoreError};
-use crate::auth::credentials_provider;
+use crate::auth::{AuthError, credentials_provider};
 use crate::config::{DestinationSettings, UploadSettings};
 
 /// Builds the S3 client for a destination: region, endpoint, path style, credentials.
+pub async fn build_s3_client(dest: &DestinationSettings) -> Client {
+    build_s3_client_with(dest, credentials_provider(dest).await)
+}
+
+/// Builds the S3 client for a destination, signing with `credentials`.
 ///
 /// SDK retries are off: the delivery layer retries with its own policy, which knows that a
 /// 412 on a retried PUT means an earlier attempt succeeded.
-pub async fn build_s3_client(dest: &DestinationSettings) -> Client {
+pub fn build_s3_client_with(dest: &DestinationSettings, credentials: SharedCredentialsProvider) -> Client {
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(10))
         .operation_attempt_timeout(Duration::from_secs(300))
         .build();
     let mut builder = aws_sdk_s3::config::Builder::new()
         .behavior_version(BehaviorVersion::latest())
-        .credentials_provider(credentials_provider(dest).await);
+        .credentials_provider(credentials);
     builder = builder
         .region(Region::new(dest.region.clone()))
         .force_path_style(dest.path_style)
@@ -131,11 +137,24 @@ pub(super) fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
             None,
             DisplayErrorContext(err).to_string(),
         ),
-        _ => (
-            ErrorClass::Transient,
-            None,
-            DisplayErrorContext(err).to_string(),
-        ),
+        _ => match AuthError::find_in(err) {
+            // Credentials could not be obtained: say so plainly, and let a refused token or
+            // role wait for a human instead of spinning through fast retries.
+            Some(auth) => (
+                if auth.needs_a_human() {
+                    ErrorClass::Permanent
+                } else {
+                    ErrorClass::Transient
+                },
+                Some("CredentialsUnavailable".to_string()),
+                auth.to_string(),
+            ),
+            None => (
+                ErrorClass::Transient,
+                None,
+                DisplayErrorContext(err).to_string(),
+            ),
+        },
     };
     StoreError {
         class,

@@ -3,8 +3,10 @@
 #![allow(dead_code)]
 
 pub mod kafka;
+pub mod oidc;
 pub mod read;
 pub mod s3;
+pub mod seaweed;
 pub mod workers;
 
 use std::time::Duration;

