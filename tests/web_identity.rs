@@ -17,10 +17,10 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use bytes::Bytes;
 use pail::auth::{Clock, ShiftedClock};
 use pail::store::{ObjectStore, PutOutcome, S3Store, build_s3_client_with};
-use tokio_util::sync::CancellationToken;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use support::oidc::{FakeMetadata, Issuer};
 use support::seaweed::{AUDIENCE, ROLE_ADMIN, ROLE_PUT_DELETE, Seaweed};
+use tokio_util::sync::CancellationToken;
 
 const BUCKET: &str = "lake";
 
@@ -219,7 +219,10 @@ async fn credentials_are_refreshed_before_expiry_re_reading_the_rotated_token_fi
             let mut i = 0u32;
             while !stop.is_cancelled() {
                 let key = format!("refresh/{i}");
-                match store.put_if_absent(&key, Bytes::from(key.clone()), &Vec::new()).await {
+                match store
+                    .put_if_absent(&key, Bytes::from(key.clone()), &Vec::new())
+                    .await
+                {
                     Ok(PutOutcome::Created) => {}
                     other => failed.push(format!("{key}: {other:?}")),
                 }
@@ -236,11 +239,7 @@ async fn credentials_are_refreshed_before_expiry_re_reading_the_rotated_token_fi
     let limit = Duration::from_secs(60);
     wait_for("the first credentials", limit, || creds.refreshes() >= 1).await;
     let first = creds.credentials().await.unwrap();
-    let lifetime = creds
-        .expiry()
-        .unwrap()
-        .duration_since(clock.now())
-        .unwrap();
+    let lifetime = creds.expiry().unwrap().duration_since(clock.now()).unwrap();
     assert!(
         (Duration::from_secs(14 * 60)..=Duration::from_secs(15 * 60)).contains(&lifetime),
         "the session lasts {lifetime:?}, not the 15 minutes asked for"
@@ -258,7 +257,10 @@ async fn credentials_are_refreshed_before_expiry_re_reading_the_rotated_token_fi
 
     // A fresh token appears: a retry (with backoff) picks it up, before the old ones expire.
     std::fs::write(&token_file, issuer.token("worker-b", AUDIENCE, 3600)).unwrap();
-    wait_for("a refresh with the new token", limit, || creds.refreshes() >= 2).await;
+    wait_for("a refresh with the new token", limit, || {
+        creds.refreshes() >= 2
+    })
+    .await;
     let second = creds.credentials().await.unwrap();
     assert_ne!(second.access_key_id(), first.access_key_id());
     assert!(creds.expiry().unwrap() > clock.now() + Duration::from_secs(60));

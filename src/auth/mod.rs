@@ -59,7 +59,9 @@ impl AuthError {
     pub fn needs_a_human(&self) -> bool {
         match self {
             Self::Sts { code: None, .. } => false,
-            Self::Sts { code: Some(code), .. } => !matches!(
+            Self::Sts {
+                code: Some(code), ..
+            } => !matches!(
                 code.as_str(),
                 "Throttling"
                     | "ThrottlingException"

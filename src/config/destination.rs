@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::auth::{AuthSettings, auth};
+use super::connection::{
+    Connection, Provider, WriteOptions, connection, s3_only_keys, write_options,
+};
 use super::raw::RawDestination;
 use super::settings::{
     BadRecordPolicy, Compression, DEFAULT_KEY_TEMPLATE, DestinationSettings, EnvLookup, Location,
@@ -31,9 +34,22 @@ pub(super) fn destination(
             "use letters, digits, '-' and '_' only",
         );
     }
-    let location = parse_url(&raw.url)
-        .map_err(|m| p.push(format!("{at}.url"), m))
-        .ok();
+    let url = match (&raw.url, env("S3_BUCKET_NAME")) {
+        (Some(url), _) => Some(url.clone()),
+        (None, Some(bucket)) => Some(format!("s3://{bucket}")),
+        (None, None) => {
+            p.push(
+                format!("{at}.url"),
+                "required: s3://bucket/prefix or file://dir (or set S3_BUCKET_NAME)",
+            );
+            None
+        }
+    };
+    let location = url.and_then(|url| {
+        parse_url(&url)
+            .map_err(|m| p.push(format!("{at}.url"), m))
+            .ok()
+    });
     let key_template =
         KeyTemplate::parse(raw.key_template.as_deref().unwrap_or(DEFAULT_KEY_TEMPLATE))
             .map_err(|e| p.push(format!("{at}.key_template"), e.to_string()))
@@ -59,14 +75,25 @@ pub(super) fn destination(
     } else {
         Some(AuthSettings::Default)
     };
-    if let Some(endpoint) = &raw.endpoint
-        && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
-    {
-        p.push(
-            format!("{at}.endpoint"),
-            format!("{endpoint:?} must start with http:// or https://"),
-        );
-    }
+    let (conn, write) = if is_s3 {
+        (connection(raw, at, env, p), write_options(raw, at, p))
+    } else if location.is_none() {
+        // The URL is already reported; which keys apply is unknown.
+        (None, WriteOptions::default())
+    } else {
+        for (key, set) in s3_only_keys(raw) {
+            if set {
+                p.push(format!("{at}.{key}"), "only used with s3:// destinations");
+            }
+        }
+        let local = Connection {
+            provider: Provider::Aws,
+            endpoint: None,
+            region: String::new(),
+            path_style: false,
+        };
+        (Some(local), WriteOptions::default())
+    };
     let rotation = {
         let r = &raw.rotation;
         let max_bytes = match &r.max_bytes {
@@ -131,16 +158,16 @@ pub(super) fn destination(
     if p.0.len() != before {
         return None;
     }
+    let conn = conn?;
     Some(DestinationSettings {
         name: raw.name.clone(),
         topics: raw.topics.clone().unwrap_or_default(),
         location: location?,
-        region: raw
-            .region
-            .clone()
-            .unwrap_or_else(|| env("S3_REGION").unwrap_or_else(|| "us-east-1".to_string())),
-        endpoint: raw.endpoint.clone(),
-        path_style: raw.path_style.unwrap_or(false),
+        provider: conn.provider,
+        region: conn.region,
+        endpoint: conn.endpoint,
+        path_style: conn.path_style,
+        write,
         key_template: key_template?,
         timestamp: timestamp?,
         on_bad_record: on_bad_record?,

@@ -1,6 +1,7 @@
 //! Configuration: TOML file → `${VAR}` interpolation → raw serde structs → validated settings.
 
 mod auth;
+mod connection;
 mod destination;
 mod interpolate;
 mod raw;
@@ -16,6 +17,7 @@ pub use auth::{
     AssumeRoleSettings, AuthSettings, GCP_METADATA_HOST, RoleSettings, StaticKeys, TokenSource,
     WebIdentitySettings,
 };
+pub use connection::{Provider, Sse, WriteOptions};
 pub use destination::parse_url;
 pub use secret::Secret;
 pub use settings::{

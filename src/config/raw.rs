@@ -48,10 +48,21 @@ pub struct RawSource {
 pub struct RawDestination {
     pub name: String,
     pub topics: Option<Vec<String>>,
-    pub url: String,
+    /// `s3://bucket/prefix` or `file://dir`; `s3://$S3_BUCKET_NAME` when left out.
+    pub url: Option<String>,
+    /// `aws`, `r2`, `gcs`, `minio` or `generic`.
+    pub provider: Option<String>,
+    /// Cloudflare account id (R2's endpoint).
+    pub account_id: Option<String>,
     pub region: Option<String>,
     pub endpoint: Option<String>,
     pub path_style: Option<bool>,
+    /// `AES256` or `aws:kms`.
+    pub sse: Option<String>,
+    pub sse_kms_key_id: Option<String>,
+    /// Canned ACL, e.g. `bucket-owner-full-control`.
+    pub acl: Option<String>,
+    pub storage_class: Option<String>,
     pub key_template: Option<String>,
     pub timestamp: Option<String>,
     pub on_bad_record: Option<String>,

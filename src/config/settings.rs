@@ -97,9 +97,13 @@ pub struct DestinationSettings {
     /// Topics routed here; empty means every topic (allowed for a single destination only).
     pub topics: Vec<String>,
     pub location: Location,
+    /// The store's kind; S3 destinations only (`aws` for a local directory, unused there).
+    pub provider: super::connection::Provider,
     pub region: String,
     pub endpoint: Option<String>,
     pub path_style: bool,
+    /// Encryption, ACL and storage class sent with every object.
+    pub write: super::connection::WriteOptions,
     #[serde(serialize_with = "as_template")]
     pub key_template: KeyTemplate,
     #[serde(serialize_with = "as_timestamp")]

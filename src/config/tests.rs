@@ -99,7 +99,13 @@ fn unknown_key_is_named_with_its_path() {
 fn missing_required_key_is_named() {
     let text = FULL.replace("url = \"s3://bucket/prefix\"\n", "");
     let err = parse_str(&text).unwrap_err().to_string();
-    assert!(err.contains("missing field `url`"), "{err}");
+    assert!(err.contains("`destinations[0].url`: required"), "{err}");
+    assert!(err.contains("S3_BUCKET_NAME"), "{err}");
+    // Only the missing key is reported, not keys whose meaning depends on it.
+    assert!(!err.contains("endpoint"), "{err}");
+    let missing = FULL.replace("name = \"acme\"\n", "");
+    let err = parse_str(&missing).unwrap_err().to_string();
+    assert!(err.contains("missing field `name`"), "{err}");
     assert!(err.contains("destinations[0]"), "{err}");
 }
 

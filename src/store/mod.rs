@@ -14,7 +14,7 @@ use bytes::Bytes;
 use thiserror::Error;
 
 pub use local::LocalStore;
-pub use s3::{S3Store, build_s3_client, build_s3_client_with};
+pub use s3::{Precondition, S3Store, build_s3_client, build_s3_client_with};
 
 use crate::config::{DestinationSettings, Location};
 
@@ -78,11 +78,7 @@ pub async fn build_store(dest: &DestinationSettings) -> Result<Arc<dyn ObjectSto
         }
         Location::S3 { bucket, .. } => {
             let client = build_s3_client(dest).await;
-            Arc::new(
-                S3Store::new(client, bucket.clone(), dest.overwrite_protection)
-                    .with_upload(dest.upload)
-                    .with_part_checksums(dest.endpoint.is_none()),
-            )
+            Arc::new(S3Store::for_destination(client, bucket.clone(), dest))
         }
     })
 }

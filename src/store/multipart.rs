@@ -6,7 +6,7 @@ use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPa
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
-use super::s3::{S3Store, classify, is_precondition_failed};
+use super::s3::{S3Store, is_precondition_failed, with_object_options};
 use super::{ErrorClass, ObjectMetadata, PutOutcome, StoreError};
 use crate::telemetry::METRICS;
 
@@ -29,13 +29,10 @@ impl S3Store {
         if self.part_checksums {
             create = create.checksum_algorithm(ChecksumAlgorithm::Crc32);
         }
-        for (k, v) in metadata {
-            create = create.metadata(k, v);
-        }
-        let created = create
+        let created = with_object_options!(create, self, metadata)
             .send()
             .await
-            .map_err(|e| classify("CreateMultipartUpload", self.target(key), &e))?;
+            .map_err(|e| self.error("CreateMultipartUpload", key, &e))?;
         let Some(upload_id) = created.upload_id().map(str::to_string) else {
             return Err(StoreError {
                 class: ErrorClass::Transient,
@@ -70,7 +67,7 @@ impl S3Store {
             .buffered(PART_CONCURRENCY)
             .try_collect()
             .await?;
-        let mut complete = self
+        let complete = self
             .client
             .complete_multipart_upload()
             .bucket(&self.bucket)
@@ -81,13 +78,16 @@ impl S3Store {
                     .set_parts(Some(parts))
                     .build(),
             );
-        if self.overwrite_protection {
-            complete = complete.if_none_match("*");
-        }
-        match complete.send().await {
+        let precondition = self.precondition;
+        let sent = complete
+            .customize()
+            .mutate_request(move |r| precondition.apply(r))
+            .send()
+            .await;
+        match sent {
             Ok(_) => Ok(PutOutcome::Created),
             Err(e) if is_precondition_failed(&e) => Ok(PutOutcome::AlreadyExists),
-            Err(e) => Err(classify("CompleteMultipartUpload", self.target(key), &e)),
+            Err(e) => Err(self.error("CompleteMultipartUpload", key, &e)),
         }
     }
 
@@ -113,7 +113,7 @@ impl S3Store {
         let out = req
             .send()
             .await
-            .map_err(|e| classify("UploadPart", self.target(key), &e))?;
+            .map_err(|e| self.error("UploadPart", key, &e))?;
         Ok(CompletedPart::builder()
             .part_number(number)
             .set_e_tag(out.e_tag().map(str::to_string))
@@ -135,7 +135,7 @@ impl S3Store {
         match result {
             Ok(_) => METRICS.multipart_aborts.inc(),
             Err(e) => {
-                let error = classify("AbortMultipartUpload", self.target(key), &e);
+                let error = self.error("AbortMultipartUpload", key, &e);
                 if error.code.as_deref() == Some("NoSuchUpload") {
                     // Completed after all (the answer to Complete was lost) or already aborted.
                     return;

@@ -9,7 +9,7 @@ use aws_sdk_s3::config::{
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
@@ -17,7 +17,7 @@ use bytes::Bytes;
 
 use super::{BoxFuture, ErrorClass, ObjectMetadata, ObjectStore, PutOutcome, StoreError};
 use crate::auth::{AuthError, credentials_provider};
-use crate::config::{DestinationSettings, UploadSettings};
+use crate::config::{AuthSettings, DestinationSettings, Provider, UploadSettings, WriteOptions};
 
 /// Builds the S3 client for a destination: region, endpoint, path style, credentials.
 pub async fn build_s3_client(dest: &DestinationSettings) -> Client {
@@ -28,7 +28,10 @@ pub async fn build_s3_client(dest: &DestinationSettings) -> Client {
 ///
 /// SDK retries are off: the delivery layer retries with its own policy, which knows that a
 /// 412 on a retried PUT means an earlier attempt succeeded.
-pub fn build_s3_client_with(dest: &DestinationSettings, credentials: SharedCredentialsProvider) -> Client {
+pub fn build_s3_client_with(
+    dest: &DestinationSettings,
+    credentials: SharedCredentialsProvider,
+) -> Client {
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(10))
         .operation_attempt_timeout(Duration::from_secs(300))
@@ -42,14 +45,78 @@ pub fn build_s3_client_with(dest: &DestinationSettings, credentials: SharedCrede
         .retry_config(RetryConfig::disabled())
         .timeout_config(timeouts);
     if let Some(endpoint) = &dest.endpoint {
+        builder = builder.endpoint_url(endpoint);
+    }
+    if !dest.provider.is_aws() {
         // The SDK's default flexible checksums break several S3-compatible stores.
         builder = builder
-            .endpoint_url(endpoint)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
     }
     Client::from_conf(builder.build())
 }
+
+/// How a write says "only if nothing is there yet".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// No condition: `overwrite_protection = false`, for stores that ignore it.
+    None,
+    /// `If-None-Match: *` (S3, R2, MinIO, most S3-compatible stores).
+    IfNoneMatch,
+    /// `x-goog-if-generation-match: 0`, Cloud Storage's own create-only precondition.
+    GoogGenerationZero,
+}
+
+impl Precondition {
+    /// The condition a destination's writes carry.
+    pub fn for_destination(dest: &DestinationSettings) -> Self {
+        match (dest.overwrite_protection, dest.provider) {
+            (false, _) => Self::None,
+            (true, Provider::Gcs) => Self::GoogGenerationZero,
+            (true, _) => Self::IfNoneMatch,
+        }
+    }
+
+    /// Adds the condition's header to a write request.
+    pub(super) fn apply(self, req: &mut HttpRequest) {
+        let (name, value) = match self {
+            Self::None => return,
+            Self::IfNoneMatch => ("if-none-match", "*"),
+            Self::GoogGenerationZero => ("x-goog-if-generation-match", "0"),
+        };
+        req.headers_mut().insert(name, value);
+    }
+}
+
+/// Applies the write options (SSE, ACL, storage class) and metadata to a PutObject or
+/// CreateMultipartUpload request, whose builders share these setters.
+macro_rules! with_object_options {
+    ($req:expr, $store:expr, $metadata:expr) => {{
+        let mut req = $req;
+        match &$store.write.sse {
+            Some($crate::config::Sse::Aes256) => {
+                req = req.server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256)
+            }
+            Some($crate::config::Sse::Kms { sse_kms_key_id }) => {
+                req = req
+                    .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+                    .set_ssekms_key_id(sse_kms_key_id.clone())
+            }
+            None => {}
+        }
+        if let Some(acl) = &$store.write.acl {
+            req = req.acl(aws_sdk_s3::types::ObjectCannedAcl::from(acl.as_str()));
+        }
+        if let Some(class) = &$store.write.storage_class {
+            req = req.storage_class(aws_sdk_s3::types::StorageClass::from(class.as_str()));
+        }
+        for (k, v) in $metadata {
+            req = req.metadata(k, v);
+        }
+        req
+    }};
+}
+pub(super) use with_object_options;
 
 /// A bucket, written with `If-None-Match: *` unless overwrite protection is off; objects
 /// above the multipart threshold go up in parts.
@@ -57,21 +124,47 @@ pub fn build_s3_client_with(dest: &DestinationSettings, credentials: SharedCrede
 pub struct S3Store {
     pub(super) client: Client,
     pub(super) bucket: String,
-    pub(super) overwrite_protection: bool,
+    pub(super) precondition: Precondition,
     pub(super) upload: UploadSettings,
     /// Send CRC32 checksums with parts (AWS); S3-compatible stores get none unless required.
     pub(super) part_checksums: bool,
+    pub(super) write: WriteOptions,
+    /// The static access key id, named when the store says the signature does not match.
+    access_key_id: Option<String>,
 }
 
 impl S3Store {
-    /// A store for `bucket` using `client`, with the default multipart settings.
+    /// A store for `bucket` using `client`, with the default multipart settings and no
+    /// write options; `If-None-Match: *` unless `overwrite_protection` is off.
     pub fn new(client: Client, bucket: String, overwrite_protection: bool) -> Self {
         Self {
             client,
             bucket,
-            overwrite_protection,
+            precondition: if overwrite_protection {
+                Precondition::IfNoneMatch
+            } else {
+                Precondition::None
+            },
             upload: UploadSettings::default(),
             part_checksums: false,
+            write: WriteOptions::default(),
+            access_key_id: None,
+        }
+    }
+
+    /// The store a destination's settings describe, writing to `bucket` through `client`.
+    pub fn for_destination(client: Client, bucket: String, dest: &DestinationSettings) -> Self {
+        Self {
+            client,
+            bucket,
+            precondition: Precondition::for_destination(dest),
+            upload: dest.upload,
+            part_checksums: dest.provider.is_aws(),
+            write: dest.write.clone(),
+            access_key_id: match &dest.auth {
+                AuthSettings::Static(keys) => Some(keys.access_key_id.clone()),
+                _ => None,
+            },
         }
     }
 
@@ -89,6 +182,30 @@ impl S3Store {
 
     pub(super) fn target(&self, key: &str) -> String {
         format!("s3://{}/{key}", self.bucket)
+    }
+
+    /// Classifies an SDK error for `op` on `key`, saying which access key a signature or key
+    /// error concerns (never the secret).
+    pub(super) fn error<E: ProvideErrorMetadata + std::error::Error + 'static>(
+        &self,
+        op: &'static str,
+        key: &str,
+        err: &SdkError<E, HttpResponse>,
+    ) -> StoreError {
+        let mut error = classify(op, self.target(key), err);
+        if let Some(id) = &self.access_key_id {
+            match error.code.as_deref() {
+                Some("SignatureDoesNotMatch") => error.message.push_str(&format!(
+                    " (the signature did not match: the secret access key is wrong for access \
+                     key id {id})"
+                )),
+                Some("InvalidAccessKeyId") => error
+                    .message
+                    .push_str(&format!(" (access key id {id} is unknown to this store)")),
+                _ => {}
+            }
+        }
+        error
     }
 }
 
@@ -187,23 +304,24 @@ impl ObjectStore for S3Store {
             if body.len() as u64 > self.upload.multipart_threshold {
                 return self.put_multipart(key, body, metadata).await;
             }
-            let mut req = self
+            let req = self
                 .client
                 .put_object()
                 .bucket(&self.bucket)
                 .key(key)
                 .content_length(body.len() as i64)
                 .body(ByteStream::from(body));
-            if self.overwrite_protection {
-                req = req.if_none_match("*");
-            }
-            for (k, v) in metadata {
-                req = req.metadata(k, v);
-            }
-            match req.send().await {
+            let req = with_object_options!(req, self, metadata);
+            let precondition = self.precondition;
+            let sent = req
+                .customize()
+                .mutate_request(move |r| precondition.apply(r))
+                .send()
+                .await;
+            match sent {
                 Ok(_) => Ok(PutOutcome::Created),
                 Err(e) if is_precondition_failed(&e) => Ok(PutOutcome::AlreadyExists),
-                Err(e) => Err(classify("PUT", self.target(key), &e)),
+                Err(e) => Err(self.error("PUT", key, &e)),
             }
         })
     }
@@ -217,7 +335,7 @@ impl ObjectStore for S3Store {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| classify("DELETE", self.target(key), &e))
+                .map_err(|e| self.error("DELETE", key, &e))
         })
     }
 

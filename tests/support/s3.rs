@@ -1,7 +1,9 @@
 //! An S3 server on 127.0.0.1:0 (s3s-fs over a temp directory), wrapped so a test can see every
 //! object write (PUT, or the Complete of a multipart upload) and inject faults into them: 503
 //! SlowDown, a reset before the store sees the request, and a reset after the store saved the
-//! object. Multipart uploads started, completed and aborted are counted.
+//! object. Multipart uploads started, completed and aborted are counted, and the headers that
+//! carry write options (SSE, ACL, storage class, `x-goog-*`) are recorded per request. Like
+//! Cloud Storage, it honours `x-goog-if-generation-match: 0` as well as `If-None-Match: *`.
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -37,6 +39,8 @@ pub struct PutRecord {
     pub key: String,
     /// The write completed a multipart upload.
     pub multipart: bool,
+    /// The write carried a create-only precondition (`If-None-Match: *` or
+    /// `x-goog-if-generation-match: 0`).
     pub if_none_match: bool,
     pub status: u16,
     pub fault: Option<Fault>,
@@ -52,9 +56,29 @@ pub struct MultipartCounts {
     pub aborted: u64,
 }
 
+/// The write-option headers of one PUT, CreateMultipartUpload or Complete.
+#[derive(Debug, Clone)]
+pub struct OptionHeaders {
+    /// `PUT`, `CreateMultipartUpload` or `CompleteMultipartUpload`.
+    pub op: &'static str,
+    pub key: String,
+    /// Lower-case names and values.
+    pub headers: Vec<(String, String)>,
+}
+
+impl OptionHeaders {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 #[derive(Default)]
 struct State {
     puts: Vec<PutRecord>,
+    options: Vec<OptionHeaders>,
     multipart: MultipartCounts,
     faults: VecDeque<Fault>,
     existing: HashSet<String>,
@@ -177,6 +201,11 @@ impl TestS3 {
         self.state.lock().unwrap().puts.clone()
     }
 
+    /// The write-option headers of every PUT, CreateMultipartUpload and Complete so far.
+    pub fn option_headers(&self) -> Vec<OptionHeaders> {
+        self.state.lock().unwrap().options.clone()
+    }
+
     /// Multipart uploads started, completed and aborted so far.
     pub fn multipart(&self) -> MultipartCounts {
         self.state.lock().unwrap().multipart
@@ -244,6 +273,22 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Headers that set how an object is stored, and GCS preconditions.
+fn option_headers(req: &Request<Incoming>) -> Vec<(String, String)> {
+    req.headers()
+        .iter()
+        .filter(|(name, _)| {
+            let n = name.as_str();
+            n.starts_with("x-amz-server-side-encryption")
+                || n == "x-amz-acl"
+                || n == "x-amz-storage-class"
+                || n.starts_with("x-goog-")
+                || n == "if-none-match"
+        })
+        .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect()
+}
+
 async fn handle(
     req: Request<Incoming>,
     s3: s3s::service::S3Service,
@@ -251,6 +296,19 @@ async fn handle(
     root: Arc<PathBuf>,
 ) -> Result<Reply, ConnectionDropped> {
     let kind = kind(&req);
+    let op = match kind {
+        Kind::Write { multipart: false } => Some("PUT"),
+        Kind::Write { multipart: true } => Some("CompleteMultipartUpload"),
+        Kind::CreateUpload => Some("CreateMultipartUpload"),
+        _ => None,
+    };
+    if let (Some(op), Some(key)) = (op, object_key(&req)) {
+        st.lock().unwrap().options.push(OptionHeaders {
+            op,
+            key,
+            headers: option_headers(&req),
+        });
+    }
     let pass = |req: Request<Incoming>| {
         let s3 = s3.clone();
         async move {
@@ -296,7 +354,11 @@ async fn handle(
     let Some(key) = key else {
         return pass(req).await;
     };
-    let if_none_match = req.headers().get("if-none-match").is_some_and(|v| v == "*");
+    let if_none_match = req.headers().get("if-none-match").is_some_and(|v| v == "*")
+        || req
+            .headers()
+            .get("x-goog-if-generation-match")
+            .is_some_and(|v| v == "0");
     let (fault, exists) = {
         let mut s = st.lock().unwrap();
         (s.faults.pop_front(), s.existing.contains(&key))
