@@ -11,95 +11,23 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use bytes::Bytes;
 use pail::config::UploadSettings;
 use pail::store::{ObjectStore, PutOutcome, S3Store, build_s3_client};
 use pail::telemetry::METRICS;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use support::bounded;
 use support::kafka::MockKafka;
-use tokio::process::Command;
+use support::moto::{client, enforcement, python, start_moto};
 
 const BUCKET: &str = "least-privilege";
-
-async fn start_moto() -> (tokio::process::Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let launcher = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/moto/server.py");
-    let mut child = Command::new("python3")
-        .args([
-            launcher.to_str().unwrap(),
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot start moto ({e}); run `bash scripts/setup.sh` to install moto[server]")
-        });
-    let ready = async {
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "moto exited ({status}); run `bash scripts/setup.sh` to install moto[server]"
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    bounded(Duration::from_secs(60), ready).await;
-    (child, format!("http://127.0.0.1:{port}"))
-}
-
-async fn python(args: &[&str]) -> String {
-    let out = bounded(
-        Duration::from_secs(120),
-        Command::new("python3").args(args).output(),
-    )
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "python3 {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn client(endpoint: &str, id: &str, secret: &str, token: Option<&str>) -> aws_sdk_s3::Client {
-    let conf = aws_sdk_s3::config::Builder::new()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .force_path_style(true)
-        .credentials_provider(Credentials::new(
-            id,
-            secret,
-            token.map(str::to_string),
-            None,
-            "test",
-        ))
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_delete_only_role_delivers_everything_exactly_once() {
     let (_moto, endpoint) = start_moto().await;
     let setup = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/moto/iam_setup.py");
     let creds: serde_json::Value =
-        serde_json::from_str(&python(&[setup.to_str().unwrap(), &endpoint, BUCKET]).await).unwrap();
+        serde_json::from_str(&python(&[setup.to_str().unwrap(), &endpoint, BUCKET, "role"]).await)
+            .unwrap();
     let (id, secret, token) = (
         creds["access_key_id"].as_str().unwrap(),
         creds["secret_access_key"].as_str().unwrap(),
@@ -164,14 +92,7 @@ async fn put_delete_only_role_delivers_everything_exactly_once() {
     assert_eq!(METRICS.multipart_abort_failures.get(), denied_before + 1);
 
     // Enforcement off again, so the test can read back what pail wrote.
-    python(&[
-        "-c",
-        &format!(
-            "import urllib.request as u; u.urlopen(u.Request('{endpoint}/moto-api/reset-auth', data=b'1000000000', \
-             method='POST', headers={{'Content-Type': 'text/plain'}})).read()"
-        ),
-    ])
-    .await;
+    enforcement(&endpoint, false).await;
     let admin = client(&endpoint, "admin", "admin", None);
     let listed = admin
         .list_objects_v2()

@@ -35,6 +35,8 @@ pub enum AuthError {
         op: &'static str,
         role_arn: String,
         code: Option<String>,
+        /// The HTTP status, when STS answered.
+        status: Option<u16>,
         message: String,
         /// The token's claims (never the token), to say which identity was refused.
         claims: Option<Box<Claims>>,
@@ -58,7 +60,10 @@ impl AuthError {
     /// source is broken. STS throttling, STS outages and unreachable endpoints are transient.
     pub fn needs_a_human(&self) -> bool {
         match self {
-            Self::Sts { code: None, .. } => false,
+            // An answer without a readable code: a client error still needs a human.
+            Self::Sts {
+                code: None, status, ..
+            } => status.is_some_and(|s| (400..500).contains(&s) && s != 429),
             Self::Sts {
                 code: Some(code), ..
             } => !matches!(
@@ -154,5 +159,47 @@ async fn default_chain(region: Region) -> SharedCredentialsProvider {
                 .build()
                 .await,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sts(code: Option<&str>, status: Option<u16>) -> AuthError {
+        AuthError::Sts {
+            op: "AssumeRole",
+            role_arn: "arn:aws:iam::1:role/r".into(),
+            code: code.map(str::to_string),
+            status,
+            message: "m".into(),
+            claims: None,
+        }
+    }
+
+    #[test]
+    fn refusals_need_a_human_and_outages_are_retried() {
+        for code in [
+            "AccessDenied",
+            "InvalidIdentityToken",
+            "ExpiredTokenException",
+            "InvalidParameterValue",
+        ] {
+            assert!(sts(Some(code), Some(403)).needs_a_human(), "{code}");
+        }
+        for code in ["Throttling", "IDPCommunicationError", "InternalFailure"] {
+            assert!(!sts(Some(code), Some(400)).needs_a_human(), "{code}");
+        }
+        // No readable code: the status decides; no answer at all is a network problem.
+        assert!(sts(None, Some(403)).needs_a_human());
+        assert!(!sts(None, Some(503)).needs_a_human());
+        assert!(!sts(None, Some(429)).needs_a_human());
+        assert!(!sts(None, None).needs_a_human());
+        let gcp = |message: &str| AuthError::Gcp {
+            host: "metadata.google.internal".into(),
+            message: message.into(),
+        };
+        assert!(gcp("HTTP 404: not found").needs_a_human());
+        assert!(!gcp("no answer within 10s (is this running on GCP?)").needs_a_human());
     }
 }

@@ -8,6 +8,7 @@ use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_s3::config::Region;
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_types::error::display::DisplayErrorContext;
 
 use super::AuthError;
@@ -34,23 +35,44 @@ fn sts_client(
     aws_sdk_sts::Client::from_conf(conf.build())
 }
 
-fn sts_error<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+fn sts_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
     op: &'static str,
     role_arn: &str,
     claims: Option<Claims>,
-    err: &SdkError<E, R>,
+    err: &SdkError<E, HttpResponse>,
 ) -> AuthError {
+    let status = match err {
+        SdkError::ServiceError(ctx) => Some(ctx.raw().status().as_u16()),
+        _ => None,
+    };
     let (code, message) = match err {
-        SdkError::ServiceError(ctx) => (
-            ctx.err().code().map(str::to_string),
-            ctx.err().message().unwrap_or("no message").to_string(),
-        ),
+        SdkError::ServiceError(ctx) => {
+            let message = match (ctx.err().code(), ctx.err().message()) {
+                (_, Some(m)) => m.to_string(),
+                // An answer the SDK could not read (a non-AWS STS, a proxy): show what it was.
+                (code, None) => {
+                    let status = ctx.raw().status().as_u16();
+                    let body = ctx.raw().body().bytes().unwrap_or_default();
+                    let body: String = String::from_utf8_lossy(body)
+                        .chars()
+                        .filter(|c| !c.is_control())
+                        .take(300)
+                        .collect();
+                    match code {
+                        Some(_) => format!("HTTP {status}"),
+                        None => format!("HTTP {status}: {}", body.trim()),
+                    }
+                }
+            };
+            (ctx.err().code().map(str::to_string), message)
+        }
         other => (None, DisplayErrorContext(other).to_string()),
     };
     AuthError::Sts {
         op,
         role_arn: role_arn.to_string(),
         code,
+        status,
         message,
         claims: claims.map(Box::new),
     }
@@ -67,6 +89,7 @@ fn into_credentials(
             op,
             role_arn: role_arn.to_string(),
             code: None,
+            status: None,
             message: "STS answered without credentials".into(),
             claims: None,
         });

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod kafka;
+pub mod moto;
 pub mod oidc;
 pub mod read;
 pub mod s3;
