@@ -176,7 +176,7 @@ impl FakeMetadata {
             let audience = query
                 .split('&')
                 .find_map(|p| p.strip_prefix("audience="))
-                .map(|a| percent_decode(a))
+                .map(super::percent_decode)
                 .unwrap_or_default();
             if !query.split('&').any(|p| p == "format=full") || audience.is_empty() {
                 return (400, "audience and format=full are required".into());
@@ -191,23 +191,4 @@ impl FakeMetadata {
             task,
         }
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    let mut out = Vec::new();
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && let Some(hex) = s.get(i + 1..i + 3)
-            && let Ok(v) = u8::from_str_radix(hex, 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

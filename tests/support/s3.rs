@@ -251,26 +251,7 @@ fn kind(req: &Request<Incoming>) -> Kind {
 fn object_key(req: &Request<Incoming>) -> Option<String> {
     let path = req.uri().path().trim_start_matches('/');
     let (bucket, key) = path.split_once('/')?;
-    (!key.is_empty()).then(|| format!("{bucket}/{}", percent_decode(key)))
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    (!key.is_empty()).then(|| format!("{bucket}/{}", super::percent_decode(key)))
 }
 
 /// Headers that set how an object is stored, and GCS preconditions.
