@@ -277,7 +277,11 @@ impl Settings {
                 }
             }
         }
-        check_routing(&destinations, source.as_ref(), &mut p);
+        // Routing is only checked over a complete set: a destination that failed validation
+        // would otherwise also show up as "no destination lists this topic".
+        if destinations.len() == raw.destinations.len() {
+            check_routing(&destinations, source.as_ref(), &mut p);
+        }
         match (source, worker, telemetry) {
             (Some(source), Some(worker), Some(telemetry)) if p.0.is_empty() => Ok(Self {
                 source,

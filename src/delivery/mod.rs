@@ -19,7 +19,7 @@ use crate::store::{ObjectStore, PutOutcome};
 use crate::telemetry::DestinationHealth;
 
 pub use objects::{PlannedObject, join_key, object_name, plan_objects};
-pub use upload::{RetryPolicy, UploadError, put_with_retry};
+pub use upload::{RetryContext, RetryPolicy, UploadError, put_with_retry};
 
 /// A topic-partition.
 pub type PartitionKey = (Arc<str>, i32);
@@ -208,20 +208,14 @@ async fn deliver(
         let health = target.health.clone();
         let shutdown = shutdown.clone();
         async move {
-            let _permit = uploads
-                .acquire_owned()
-                .await
-                .map_err(|_| UploadError::Cancelled)?;
-            let outcome = put_with_retry(
-                store.as_ref(),
-                &obj.key,
-                obj.body,
-                &obj.metadata,
-                &policy,
-                &health,
-                &shutdown,
-            )
-            .await?;
+            let cx = RetryContext {
+                policy: &policy,
+                health: &health,
+                slots: &uploads,
+                shutdown: &shutdown,
+            };
+            let outcome =
+                put_with_retry(store.as_ref(), &obj.key, obj.body, &obj.metadata, cx).await?;
             tracing::debug!(key = %obj.key, ?outcome, "object durable");
             Ok::<_, UploadError>(outcome)
         }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{ErrorClass, ObjectMetadata, ObjectStore, PutOutcome, StoreError};
@@ -71,22 +72,44 @@ pub enum UploadError {
     Cancelled,
 }
 
+/// How uploads to one destination are retried and reported.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryContext<'a> {
+    pub policy: &'a RetryPolicy,
+    /// Refusals and successes go here; it pauses or resumes the destination's partitions.
+    pub health: &'a DestinationHealth,
+    /// The worker-wide upload limit: each attempt holds one slot.
+    pub slots: &'a Semaphore,
+    pub shutdown: &'a CancellationToken,
+}
+
 /// PUTs an object until it exists: `Created` now, or `AlreadyExists` from an earlier attempt.
-/// Refusals and successes are reported to the destination's `health`, which pauses or resumes
-/// its partitions.
+/// Each attempt holds an upload slot and gives it back while it waits to retry, so a
+/// destination whose store refuses does not hold up the others.
 pub async fn put_with_retry(
     store: &dyn ObjectStore,
     key: &str,
     body: Bytes,
     metadata: &ObjectMetadata,
-    policy: &RetryPolicy,
-    health: &DestinationHealth,
-    shutdown: &CancellationToken,
+    cx: RetryContext<'_>,
 ) -> Result<PutOutcome, UploadError> {
+    let RetryContext {
+        policy,
+        health,
+        slots,
+        shutdown,
+    } = cx;
     let mut attempt = 0u32;
     let len = body.len() as u64;
     loop {
-        let error = match store.put_if_absent(key, body.clone(), metadata).await {
+        let attempted = {
+            let _slot = tokio::select! {
+                () = shutdown.cancelled() => return Err(UploadError::Cancelled),
+                slot = slots.acquire() => slot.map_err(|_| UploadError::Cancelled)?,
+            };
+            store.put_if_absent(key, body.clone(), metadata).await
+        };
+        let error = match attempted {
             Ok(outcome) => {
                 health.report_success();
                 match outcome {
@@ -136,7 +159,113 @@ pub async fn put_with_retry(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
     use super::*;
+    use crate::store::{BoxFuture, StoreError};
+
+    /// Refuses every PUT as a store without permission would, counting attempts.
+    #[derive(Debug, Default)]
+    struct Refusing(AtomicU32);
+
+    impl ObjectStore for Refusing {
+        fn put_if_absent<'a>(
+            &'a self,
+            key: &'a str,
+            _: Bytes,
+            _: &'a ObjectMetadata,
+        ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                Err(StoreError {
+                    class: ErrorClass::Permanent,
+                    op: "PUT",
+                    target: key.to_string(),
+                    code: Some("AccessDenied".into()),
+                    message: "Access Denied".into(),
+                })
+            })
+        }
+        fn delete<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn describe(&self) -> String {
+            "refusing".into()
+        }
+    }
+
+    /// Accepts every PUT.
+    #[derive(Debug)]
+    struct Accepting;
+
+    impl ObjectStore for Accepting {
+        fn put_if_absent<'a>(
+            &'a self,
+            _: &'a str,
+            _: Bytes,
+            _: &'a ObjectMetadata,
+        ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
+            Box::pin(async { Ok(PutOutcome::Created) })
+        }
+        fn delete<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn describe(&self) -> String {
+            "accepting".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refusing_store_waiting_to_retry_does_not_hold_the_only_upload_slot() {
+        let slots = Semaphore::new(1);
+        let shutdown = CancellationToken::new();
+        // Retries of refused uploads come an hour apart.
+        let policy = RetryPolicy::forever(Duration::from_secs(3600));
+        let (bad_health, good_health) = (
+            DestinationHealth::new("refusing"),
+            DestinationHealth::new("healthy"),
+        );
+        let refusing = Refusing::default();
+        let meta = Vec::new();
+        let stuck = put_with_retry(
+            &refusing,
+            "k",
+            Bytes::new(),
+            &meta,
+            RetryContext {
+                policy: &policy,
+                health: &bad_health,
+                slots: &slots,
+                shutdown: &shutdown,
+            },
+        );
+        let healthy = async {
+            // Once the refused upload has made its attempt and is waiting to retry...
+            while refusing.0.load(Ordering::SeqCst) == 0 {
+                tokio::task::yield_now().await;
+            }
+            let cx = RetryContext {
+                policy: &policy,
+                health: &good_health,
+                slots: &slots,
+                shutdown: &shutdown,
+            };
+            // ...the healthy destination still gets the slot.
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                put_with_retry(&Accepting, "k", Bytes::new(), &meta, cx),
+            )
+            .await
+        };
+        tokio::select! {
+            result = stuck => panic!("the refused upload ended: {result:?}"),
+            done = healthy => {
+                let outcome = done.expect("the healthy upload waited for the refusing one's slot");
+                assert_eq!(outcome.unwrap(), PutOutcome::Created);
+            }
+        }
+        assert_eq!(refusing.0.load(Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {

@@ -24,8 +24,17 @@ use progress::Progress;
 
 /// S3's limit on key length in bytes.
 const MAX_KEY_BYTES: usize = 1024;
-/// Sealed-but-undelivered segments per partition; bounds the intent to well under 4 KiB.
+/// Sealed-but-undelivered segments per partition. At the cap the partition is paused and no
+/// policy seal happens (its open segment grows instead: any cut is recorded, so skipping one
+/// never breaks replay); only the final seal (end of input, drain) and recorded ends during a
+/// replay, which replace an end one for one, still seal. An intent so lists at most cap + 1
+/// new ends plus those being replayed, well under the 4 KiB metadata limit.
 pub const MAX_UNDELIVERED_PER_PARTITION: usize = 64;
+
+// Ends of up to 19 digits and a comma each, twice the cap plus slack, and the version prefix.
+const _: () = assert!(
+    (2 * MAX_UNDELIVERED_PER_PARTITION + 2) * 20 + 8 <= crate::delivery::intent::MAX_METADATA_BYTES
+);
 
 /// A destination with its settings and the store it writes to.
 #[derive(Debug, Clone)]
@@ -158,8 +167,10 @@ impl Pipeline {
         }
     }
 
-    /// Takes ownership of a partition, resuming from its recovery plan.
-    pub fn assign(&mut self, topic: &str, partition: i32, plan: RecoveryPlan) {
+    /// Takes ownership of a partition under `epoch` (the consumer's ownership token: commit
+    /// requests carry it, and results from another epoch are ignored), resuming from its
+    /// recovery plan.
+    pub fn assign(&mut self, topic: &str, partition: i32, plan: RecoveryPlan, epoch: u64) {
         let key = (self.intern(topic), partition);
         if plan.replaying() {
             METRICS.recoveries.inc();
@@ -168,10 +179,10 @@ impl Pipeline {
                 "recovering: replaying sealed segments to exactly their recorded ends"
             );
         }
-        self.open.remove(&key);
-        self.progress
-            .insert(key, Progress::new(self.next_epoch, plan));
-        self.next_epoch += 1;
+        if let Some(seg) = self.open.remove(&key) {
+            self.open_bytes = self.open_bytes.saturating_sub(seg.bytes);
+        }
+        self.progress.insert(key, Progress::new(epoch, plan));
     }
 
     /// Drops the open buffers and progress of revoked partitions: the next owner consumes
@@ -224,6 +235,7 @@ impl Pipeline {
         match routed {
             Ok((path, object)) => {
                 let over_paths = !replaying
+                    && !self.at_cap(&key)
                     && self
                         .open
                         .get(&key)
@@ -245,7 +257,9 @@ impl Pipeline {
             return Ok(());
         }
         let rotation = &self.destinations[dest_idx].settings.rotation;
-        if let Some(reason) = self.open.get(&key).and_then(|s| s.full(rotation)) {
+        if let Some(reason) = self.open.get(&key).and_then(|s| s.full(rotation))
+            && !self.at_cap(&key)
+        {
             self.seal(&key, reason);
         }
         while self.open_bytes > self.limits.max_buffer_bytes {
@@ -256,6 +270,7 @@ impl Pipeline {
                     self.progress
                         .get(*k)
                         .is_none_or(|p| p.forced_ends.is_empty())
+                        && !self.at_cap(k)
                 })
                 .max_by_key(|(_, s)| s.bytes)
                 .map(|(k, _)| k.clone());
@@ -337,6 +352,13 @@ impl Pipeline {
         self.seal(key, SealReason::Recovery);
     }
 
+    /// Whether a partition has as many undelivered segments as an intent may list.
+    fn at_cap(&self, key: &PartitionKey) -> bool {
+        self.progress
+            .get(key)
+            .is_some_and(|p| p.undelivered() >= MAX_UNDELIVERED_PER_PARTITION)
+    }
+
     /// Seals a partition's open segment; it is uploaded once its intent is committed.
     pub fn seal(&mut self, key: &PartitionKey, reason: SealReason) {
         let Some(seg) = self.open.remove(key) else {
@@ -348,7 +370,15 @@ impl Pipeline {
             topic = %seg.topic, partition = seg.partition, start = seg.start, end = seg.end,
             records = seg.records, bytes = seg.bytes, ?reason, "segment sealed"
         );
-        self.progress_mut(key).sealed(seg);
+        let (topic, partition, end) = (seg.topic.clone(), seg.partition, seg.end);
+        let progress = self.progress_mut(key);
+        let was_replaying = !progress.forced_ends.is_empty();
+        progress.sealed(seg);
+        if was_replaying && progress.forced_ends.is_empty() {
+            tracing::info!(%topic, partition, last_recorded_end = end,
+                "recovered: every recorded segment re-sealed at its end; \
+                 the normal rotation policy applies again");
+        }
         self.touched.insert(key.clone());
     }
 
@@ -365,6 +395,7 @@ impl Pipeline {
                         .progress
                         .get(*k)
                         .is_none_or(|p| p.forced_ends.is_empty())
+                    && !self.at_cap(k)
             })
             .map(|(k, _)| k.clone())
             .collect();
@@ -561,3 +592,6 @@ impl Pipeline {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -58,11 +58,12 @@ fn spawn_committer(
         while let Some(request) = req_rx.recv().await {
             let (topic, partition) = &request.partition;
             let result = committer
-                .commit(vec![(
+                .commit_owned(
                     (topic.to_string(), *partition),
+                    request.epoch,
                     request.point.offset,
                     request.point.metadata.clone(),
-                )])
+                )
                 .await;
             if res_tx.send((request, result)).is_err() {
                 break;
@@ -92,7 +93,9 @@ struct Loop<'a> {
 impl Loop<'_> {
     async fn handle(&mut self, event: KafkaEvent) -> Result<(), RunError> {
         match event {
-            KafkaEvent::Assigned(partitions) => {
+            KafkaEvent::Assigned(owned) => {
+                let tokens: HashMap<TopicPartition, u64> = owned.into_iter().collect();
+                let partitions: Vec<TopicPartition> = tokens.keys().cloned().collect();
                 tracing::info!(?partitions, "partitions assigned");
                 self.marks.assigned_once = true;
                 let starts = self
@@ -112,6 +115,9 @@ impl Loop<'_> {
                             low: s.low,
                         });
                     }
+                    tracing::info!(%topic, partition, committed = ?s.committed,
+                        intent = %s.metadata, start = s.start, log_start = s.low, log_end = s.high,
+                        "partition starting point");
                     let plan = RecoveryPlan::new(s.committed, &s.metadata).map_err(|source| {
                         RunError::Recovery {
                             topic: topic.clone(),
@@ -119,7 +125,8 @@ impl Loop<'_> {
                             source,
                         }
                     })?;
-                    self.pipeline.assign(&topic, partition, plan);
+                    let epoch = tokens.get(&s.partition).copied().unwrap_or_default();
+                    self.pipeline.assign(&topic, partition, plan, epoch);
                     if self.options.once {
                         self.marks.end.insert(s.partition.clone(), s.high);
                         self.marks.pending.insert(s.partition.clone());
@@ -169,6 +176,12 @@ impl Loop<'_> {
                 METRICS.commits.inc();
                 self.commit_failures = 0;
                 self.pipeline.committed(request);
+            }
+            Err(KafkaSourceError::NotOwned { .. }) => {
+                // Revoked after the request was queued: the new owner replays from the last
+                // commit; nothing to retry (the pipeline already dropped that epoch).
+                tracing::debug!(partition = ?request.partition, offset = request.point.offset,
+                    "commit dropped: the partition was revoked since it was requested");
             }
             Err(e) => {
                 METRICS.commit_failures.inc();

@@ -18,6 +18,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use super::Record;
+use super::ownership::Ownership;
 use crate::config::KafkaSettings;
 
 /// A topic and partition, owned.
@@ -26,7 +27,8 @@ pub type TopicPartition = (String, i32);
 /// Something the consumer reports outside the message stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KafkaEvent {
-    Assigned(Vec<TopicPartition>),
+    /// Newly assigned partitions, each with its ownership token (see [`Ownership`]).
+    Assigned(Vec<(TopicPartition, u64)>),
     Revoked(Vec<TopicPartition>),
     Error {
         message: String,
@@ -51,11 +53,15 @@ pub enum KafkaSourceError {
     },
     #[error("Kafka background task failed: {0}")]
     Task(String),
+    #[error("not committed: topic {topic:?} partition {partition} was revoked since")]
+    NotOwned { topic: String, partition: i32 },
 }
 
-/// Hands rebalances and client errors to the run loop; never blocks.
+/// Hands rebalances and client errors to the run loop, and keeps [`Ownership`] current;
+/// never blocks (the ownership lock is held only for a map update).
 pub struct PailContext {
     events: UnboundedSender<KafkaEvent>,
+    ownership: Arc<Ownership>,
 }
 
 fn list(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
@@ -93,14 +99,17 @@ impl ClientContext for PailContext {
 impl ConsumerContext for PailContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            let _ = self.events.send(KafkaEvent::Revoked(list(tpl)));
+            let revoked = list(tpl);
+            self.ownership.revoke(&revoked);
+            let _ = self.events.send(KafkaEvent::Revoked(revoked));
         }
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
-                let _ = self.events.send(KafkaEvent::Assigned(list(tpl)));
+                let owned = self.ownership.assign(list(tpl));
+                let _ = self.events.send(KafkaEvent::Assigned(owned));
             }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(e) => {
@@ -118,11 +127,32 @@ impl ConsumerContext for PailContext {
 #[derive(Clone)]
 pub struct KafkaCommitter {
     consumer: Arc<StreamConsumer<PailContext>>,
+    ownership: Arc<Ownership>,
 }
 
 impl KafkaCommitter {
+    /// Commits one partition's offset with its metadata synchronously, if the partition is
+    /// still owned under `token`; returns when the group coordinator has it. The broker fences
+    /// commits by group generation only, so a commit from an earlier ownership of the
+    /// partition, landing after a rebalance, would be accepted: it is refused here instead.
+    pub async fn commit_owned(
+        &self,
+        tp: TopicPartition,
+        token: u64,
+        offset: i64,
+        metadata: String,
+    ) -> Result<(), KafkaSourceError> {
+        if !self.ownership.is_current(&tp, token) {
+            return Err(KafkaSourceError::NotOwned {
+                topic: tp.0,
+                partition: tp.1,
+            });
+        }
+        self.commit(vec![(tp, offset, metadata)]).await
+    }
+
     /// Commits offsets with their metadata synchronously; returns when the group coordinator
-    /// has them. Commits are fenced by the group generation.
+    /// has them.
     pub async fn commit(
         &self,
         offsets: Vec<(TopicPartition, i64, String)>,
@@ -168,6 +198,8 @@ pub struct PartitionStart {
 /// A subscribed consumer plus the channel of its events.
 pub struct KafkaSource {
     consumer: Arc<StreamConsumer<PailContext>>,
+    /// Kept current by the rebalance callbacks; read by the committer.
+    ownership: Arc<Ownership>,
     brokers: String,
     topics: Vec<String>,
     /// Shared topic names, so records of one topic share one allocation.
@@ -217,18 +249,23 @@ impl KafkaSource {
         settings: &KafkaSettings,
     ) -> Result<(Self, UnboundedReceiver<KafkaEvent>), KafkaSourceError> {
         let (tx, rx) = unbounded_channel();
+        let ownership = Arc::new(Ownership::default());
         let create = |source| KafkaSourceError::Create {
             brokers: settings.brokers.clone(),
             source,
         };
         let consumer: StreamConsumer<PailContext> = client_config(settings)
             .set_log_level(RDKafkaLogLevel::Warning)
-            .create_with_context(PailContext { events: tx })
+            .create_with_context(PailContext {
+                events: tx,
+                ownership: ownership.clone(),
+            })
             .map_err(create)?;
         let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(create)?;
         let source = Self {
             consumer: Arc::new(consumer),
+            ownership,
             brokers: settings.brokers.clone(),
             topics: settings.topics.clone(),
             topic_names: settings
@@ -359,6 +396,7 @@ impl KafkaSource {
     pub fn committer(&self) -> KafkaCommitter {
         KafkaCommitter {
             consumer: self.consumer.clone(),
+            ownership: self.ownership.clone(),
         }
     }
 

@@ -2,6 +2,7 @@
 
 pub mod file;
 pub mod kafka;
+pub mod ownership;
 
 use std::sync::Arc;
 
