@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use pail::config::UploadSettings;
-use pail::delivery::{RetryPolicy, put_with_retry};
+use pail::delivery::{RetryContext, RetryPolicy, put_with_retry};
 use pail::store::{ObjectStore, PutOutcome, S3Store, build_s3_client};
 use pail::telemetry::DestinationHealth;
 use support::read;
@@ -99,17 +99,15 @@ async fn a_reset_after_the_store_completed_the_upload_is_retried_into_412() {
         base: Duration::from_millis(10),
         ..RetryPolicy::bounded()
     };
-    let outcome = put_with_retry(
-        &store,
-        "x/k.parquet",
-        body.clone(),
-        &Vec::new(),
-        &policy,
-        &health,
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let cx = RetryContext {
+        policy: &policy,
+        health: &health,
+        slots: &tokio::sync::Semaphore::new(1),
+        shutdown: &CancellationToken::new(),
+    };
+    let outcome = put_with_retry(&store, "x/k.parquet", body.clone(), &Vec::new(), cx)
+        .await
+        .unwrap();
     // SlowDown on the first Complete, the second completed behind a reset, the third got 412.
     assert_eq!(outcome, PutOutcome::AlreadyExists);
     let statuses: Vec<(u16, Option<Fault>)> =

@@ -5,7 +5,7 @@
 //! carry write options (SSE, ACL, storage class, `x-goog-*`) are recorded per request. Like
 //! Cloud Storage, it honours `x-goog-if-generation-match: 0` as well as `If-None-Match: *`.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -82,6 +82,9 @@ struct State {
     multipart: MultipartCounts,
     faults: VecDeque<Fault>,
     existing: HashSet<String>,
+    /// Keys with a write under way: taken together with the existence check, so two racing
+    /// writers to one key (a zombie and the new owner) cannot both pass it unseen.
+    writing: HashMap<String, usize>,
 }
 
 /// A running test S3 server.
@@ -254,6 +257,24 @@ fn object_key(req: &Request<Incoming>) -> Option<String> {
     (!key.is_empty()).then(|| format!("{bucket}/{}", super::percent_decode(key)))
 }
 
+/// A write in progress to `key`, released on drop unless released already.
+struct Reservation {
+    st: Arc<Mutex<State>>,
+    key: String,
+    held: bool,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.held {
+            let mut s = self.st.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = s.writing.get_mut(&self.key) {
+                *n -= 1;
+            }
+        }
+    }
+}
+
 /// Headers that set how an object is stored, and GCS preconditions.
 fn option_headers(req: &Request<Incoming>) -> Vec<(String, String)> {
     req.headers()
@@ -340,9 +361,30 @@ async fn handle(
             .headers()
             .get("x-goog-if-generation-match")
             .is_some_and(|v| v == "0");
-    let (fault, exists) = {
+    // Like S3: a conditional write to a key that holds an object gets 412; one racing another
+    // write still in progress gets 409 ConditionalRequestConflict (retryable: the other write
+    // may yet fail, so this is not "already written"). The checks and the reservation of the
+    // key happen under one lock.
+    let (fault, exists, conflict, reserved) = {
         let mut s = st.lock().unwrap();
-        (s.faults.pop_front(), s.existing.contains(&key))
+        let exists = s.existing.contains(&key);
+        let in_progress = s.writing.get(&key).is_some_and(|n| *n > 0);
+        let fault = s.faults.pop_front();
+        let conflict = if_none_match && in_progress && !exists;
+        let refused = matches!(fault, Some(Fault::SlowDown | Fault::ResetBefore))
+            || (if_none_match && exists)
+            || conflict;
+        if !refused {
+            *s.writing.entry(key.clone()).or_default() += 1;
+        }
+        (fault, exists || in_progress, conflict, !refused)
+    };
+    // Released however the request ends: hyper drops this future when the client goes away
+    // mid-request (a killed worker), and the key must not stay "in progress" forever.
+    let mut reservation = Reservation {
+        st: st.clone(),
+        key: key.clone(),
+        held: reserved,
     };
     let record = |status: u16, overwrote: bool| PutRecord {
         key: key.clone(),
@@ -369,6 +411,14 @@ async fn handle(
         }
         _ => {}
     }
+    if conflict {
+        st.lock().unwrap().puts.push(record(409, false));
+        return Ok(error_response(
+            StatusCode::CONFLICT,
+            "ConditionalRequestConflict",
+            "A conflicting conditional operation is currently in progress against this resource.",
+        ));
+    }
     if if_none_match && exists {
         st.lock().unwrap().puts.push(record(412, false));
         return Ok(error_response(
@@ -377,19 +427,30 @@ async fn handle(
             "At least one of the pre-conditions you specified did not hold",
         ));
     }
-    let resp = pass(req).await?;
-    let status = resp.status().as_u16();
-    {
+    let passed = pass(req).await;
+    let resp = {
         let mut s = st.lock().unwrap();
+        // Released under the same lock that records the result, so no other writer sees the
+        // key free before it exists.
+        if reservation.held {
+            if let Some(n) = s.writing.get_mut(&key) {
+                *n -= 1;
+            }
+            reservation.held = false;
+        }
+        let resp = passed?;
         let stored = resp.status().is_success();
+        // An overwrite: the key held an object, or another write to it landed meanwhile.
+        let overwrote = stored && (exists || s.existing.contains(&key));
         if stored {
             s.existing.insert(key.clone());
             if multipart {
                 s.multipart.completed += 1;
             }
         }
-        s.puts.push(record(status, stored && exists));
-    }
+        s.puts.push(record(resp.status().as_u16(), overwrote));
+        resp
+    };
     if fault == Some(Fault::ResetAfter) && resp.status().is_success() {
         return Err(ConnectionDropped(
             "injected reset after the store saved the object".into(),

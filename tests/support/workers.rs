@@ -87,37 +87,68 @@ pub async fn drain_once(config: &Path, log: &Path) {
         .await
         .expect("drain run hung")
         .unwrap();
-    assert!(status.success(), "drain run failed; see {}", log.display());
-}
-
-/// Waits until the store has seen at least `target` PUTs, or `limit` passes.
-pub async fn wait_for_puts(s3: &TestS3, target: usize, limit: Duration) {
-    let start = Instant::now();
-    while s3.puts().len() < target && start.elapsed() < limit {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    if !status.success() {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        panic!(
+            "drain run failed ({status}); the workers' log ends:\n{}",
+            tail.join("\n")
+        );
     }
 }
 
+/// Waits until the store has seen at least `target` PUTs, or `limit` passes; true if it did.
+pub async fn wait_for_puts(s3: &TestS3, target: usize, limit: Duration) -> bool {
+    let start = Instant::now();
+    while s3.puts().len() < target {
+        if start.elapsed() >= limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
 /// Ids of the events produced: valid ones, and malformed ones (dead-lettered by design).
+#[derive(Default)]
 pub struct Produced {
     pub valid: HashSet<String>,
     pub malformed: HashSet<String>,
 }
 
+impl Produced {
+    pub fn len(&self) -> usize {
+        self.valid.len() + self.malformed.len()
+    }
+}
+
 /// Produces `per_partition` events to each partition of `events`; every 37th is malformed.
 pub fn produce(kafka: &MockKafka, partitions: i32, per_partition: i64) -> Produced {
-    let mut valid = HashSet::new();
-    let mut malformed = HashSet::new();
+    let mut produced = Produced::default();
+    produce_range(kafka, partitions, 0..per_partition, &mut produced);
+    produced
+}
+
+/// Produces events `range` (their index within each partition) to every partition of
+/// `events`, adding their ids to `produced`; every 37th is malformed. Feeding a topic in
+/// batches keeps workers busy until the last kill.
+pub fn produce_range(
+    kafka: &MockKafka,
+    partitions: i32,
+    range: std::ops::Range<i64>,
+    produced: &mut Produced,
+) {
     let mut payloads = Vec::new();
     let base = 1_763_600_000_000i64;
     for p in 0..partitions {
-        for i in 0..per_partition {
+        for i in range.clone() {
             let id = format!("e{p}-{i}");
             let payload = if i % 37 == 5 {
-                malformed.insert(id.clone());
+                produced.malformed.insert(id.clone());
                 format!(r#"{{"id":"{id}","v":"#)
             } else {
-                valid.insert(id.clone());
+                produced.valid.insert(id.clone());
                 format!(r#"{{"id":"{id}","v":{i},"tag":"t{}"}}"#, i % 11)
             };
             payloads.push((p, base + i * 150, payload));
@@ -134,7 +165,6 @@ pub fn produce(kafka: &MockKafka, partitions: i32, per_partition: i64) -> Produc
         })
         .collect();
     kafka.produce(&records);
-    Produced { valid, malformed }
 }
 
 /// The exactly-once audit: every valid event in exactly one object row, every malformed
