@@ -127,20 +127,54 @@ async fn put_delete_only_role_delivers_everything_exactly_once() {
             .send()
             .await
             .unwrap();
+        // Provenance without reading the file: stored by moto as x-amz-meta-*, and true of
+        // the rows inside.
         let head = body.metadata().cloned().unwrap_or_default();
-        assert_eq!(
-            head.get("pail-topic").map(String::as_str),
-            Some("orders"),
-            "{key}"
+        let meta = |k: &str| {
+            head.get(k)
+                .cloned()
+                .unwrap_or_else(|| panic!("{key}: no {k}"))
+        };
+        assert_eq!(meta("pail-topic"), "orders", "{key}");
+        assert_eq!(meta("pail-version"), env!("CARGO_PKG_VERSION"), "{key}");
+        let partition: i32 = meta("pail-partition").parse().unwrap();
+        let first: i64 = meta("pail-first-offset").parse().unwrap();
+        let last: i64 = meta("pail-last-offset").parse().unwrap();
+        let count: usize = meta("pail-record-count").parse().unwrap();
+        assert!(key.contains(&format!("orders+{partition}+")), "{key}");
+        assert!(
+            first <= last && count as i64 <= last - first + 1,
+            "{key}: {head:?}"
         );
         let bytes: Bytes = body.body.collect().await.unwrap().into_bytes();
         if key.ends_with(".ndjson") {
-            dead += bytes
+            let lines = bytes
                 .split(|b| *b == b'\n')
                 .filter(|l| !l.is_empty())
                 .count();
+            assert_eq!(lines, count, "{key}");
+            dead += lines;
             continue;
         }
+        let mut offsets = Vec::new();
+        for batch in ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
+            .unwrap()
+            .build()
+            .unwrap()
+        {
+            let batch = batch.unwrap();
+            let col = batch
+                .column_by_name("_kafka_offset")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .unwrap()
+                .clone();
+            offsets.extend(col.iter().map(Option::unwrap));
+        }
+        assert_eq!(offsets.len(), count, "{key}");
+        assert_eq!(offsets.iter().min(), Some(&first), "{key}");
+        assert_eq!(offsets.iter().max(), Some(&last), "{key}");
         for batch in ParquetRecordBatchReaderBuilder::try_new(bytes)
             .unwrap()
             .build()
