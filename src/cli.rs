@@ -40,22 +40,32 @@ pub enum Command {
         #[arg(long, short, env = "PAIL_CONFIG")]
         config: PathBuf,
     },
-    /// Prove write access to each destination with a PUT and a DELETE of a test object.
+    /// Prove write access to each destination with a PUT and a DELETE of a test object, with
+    /// the clients `run` builds; say what to fix when it fails. Exit 0 when every destination
+    /// passes, 1 when one fails.
     ConnectionTest {
         #[arg(long, short, env = "PAIL_CONFIG")]
         config: PathBuf,
         /// Only this destination.
         #[arg(long)]
         destination: Option<String>,
-        /// Machine-readable output.
+        /// One JSON document on standard output instead of text.
         #[arg(long)]
         json: bool,
+        /// Also run a two-part multipart upload (5 MiB), and delete it.
+        #[arg(long)]
+        multipart: bool,
     },
-    /// Print the minimal IAM policy each destination needs.
+    /// Print the least-privilege permissions policy each destination needs, and its role's
+    /// trust policy (filled in with the token's real claims), ready to paste.
     Policy {
         #[arg(long, short, env = "PAIL_CONFIG")]
         config: PathBuf,
+        /// Only this destination.
         #[arg(long)]
         destination: Option<String>,
+        /// One JSON document on standard output instead of commented documents.
+        #[arg(long)]
+        json: bool,
     },
 }

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod buffer;
+pub mod check;
 pub mod config;
 pub mod decode;
 pub mod delivery;

@@ -114,12 +114,60 @@ async fn unknown_and_missing_keys_name_file_and_key() {
 }
 
 #[tokio::test]
-async fn commands_not_built_yet_say_so_and_fail() {
-    for cmd in ["connection-test", "policy"] {
-        let o = pail(&[cmd, "--config", "config/local.toml"], repo(), &[]).await;
-        assert!(!o.status.success());
-        assert!(stderr(&o).contains("not built yet"), "{}", stderr(&o));
+async fn connection_test_and_policy_on_the_local_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = std::fs::read_to_string(repo().join("config/local.toml")).unwrap();
+    let cfg = write_config(dir.path(), &cfg);
+    let o = pail(
+        &["connection-test", "--config", cfg.to_str().unwrap()],
+        dir.path(),
+        &[],
+    )
+    .await;
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    assert!(out.contains("ok   put") && out.contains("PASSED"), "{out}");
+    let o = pail(
+        &[
+            "connection-test",
+            "--json",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        dir.path(),
+        &[],
+    )
+    .await;
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["destinations"][0]["conditional_writes"], "honoured");
+    // The test object is gone again.
+    let left: Vec<_> = walk(&dir.path().join("out"))
+        .into_iter()
+        .filter(|p| p.is_file())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+
+    let o = pail(
+        &["policy", "--config", cfg.to_str().unwrap()],
+        dir.path(),
+        &[],
+    )
+    .await;
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("needs no IAM policy"));
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            out.extend(walk(&p));
+            out.push(p);
+        }
     }
+    out
 }
 
 #[tokio::test]

@@ -21,6 +21,8 @@ use crate::telemetry::METRICS;
 pub struct Fetched {
     pub credentials: Credentials,
     pub expiry: Option<SystemTime>,
+    /// Who these credentials are, when STS says (the assumed role's session ARN).
+    pub identity: Option<String>,
 }
 
 /// Something that can obtain fresh credentials (an STS call).
@@ -162,6 +164,12 @@ impl RefreshingCredentials {
     /// When the current credentials expire, if any are cached.
     pub fn expiry(&self) -> Option<SystemTime> {
         self.inner.expiry()
+    }
+
+    /// Who the current credentials are, when STS said (the assumed role's session ARN).
+    pub fn identity(&self) -> Option<String> {
+        let current = self.inner.current.read().unwrap_or_else(|p| p.into_inner());
+        current.as_ref().and_then(|c| c.fetched.identity.clone())
     }
 }
 

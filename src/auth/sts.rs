@@ -82,6 +82,7 @@ fn into_credentials(
     op: &'static str,
     role_arn: &str,
     creds: Option<&aws_sdk_sts::types::Credentials>,
+    identity: Option<String>,
     provider: &'static str,
 ) -> Result<Fetched, AuthError> {
     let Some(c) = creds else {
@@ -104,6 +105,7 @@ fn into_credentials(
             provider,
         ),
         expiry,
+        identity,
     })
 }
 
@@ -150,11 +152,12 @@ impl Fetch for WebIdentity {
                 })?;
             let arn = out.assumed_role_user().map(|u| u.arn().to_string());
             tracing::info!(role = %self.role.role_arn, assumed = ?arn,
-                token = %claims.unwrap_or_default(), "assumed role with web identity");
+                token = %claims.clone().unwrap_or_default(), "assumed role with web identity");
             into_credentials(
                 OP,
                 &self.role.role_arn,
                 out.credentials(),
+                arn,
                 "pail-web-identity",
             )
         })
@@ -204,6 +207,7 @@ impl Fetch for AssumeRole {
                 OP,
                 &self.role.role_arn,
                 out.credentials(),
+                arn,
                 "pail-assume-role",
             )
         })

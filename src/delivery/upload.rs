@@ -183,6 +183,8 @@ mod tests {
                     target: key.to_string(),
                     code: Some("AccessDenied".into()),
                     message: "Access Denied".into(),
+                    status: Some(403),
+                    bucket_region: None,
                 })
             })
         }

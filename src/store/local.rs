@@ -45,6 +45,8 @@ impl LocalStore {
             target: self.root.join(key).display().to_string(),
             code: None,
             message,
+            status: None,
+            bucket_region: None,
         }
     }
 

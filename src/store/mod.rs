@@ -48,6 +48,11 @@ pub struct StoreError {
     pub target: String,
     pub code: Option<String>,
     pub message: String,
+    /// The HTTP status, when the store answered.
+    pub status: Option<u16>,
+    /// The region the store says the bucket is in (a redirect, a malformed-authorization
+    /// answer), to tell the user what to set.
+    pub bucket_region: Option<String>,
 }
 
 /// User metadata stored with an object (`x-amz-meta-*` on S3).

@@ -40,6 +40,8 @@ impl S3Store {
                 target: self.target(key),
                 code: None,
                 message: "the store returned no upload id".into(),
+                status: None,
+                bucket_region: None,
             });
         };
         METRICS.multipart_uploads.inc();

@@ -215,6 +215,13 @@ pub(super) fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
     target: String,
     err: &SdkError<E, HttpResponse>,
 ) -> StoreError {
+    let (status, bucket_region) = match err {
+        SdkError::ServiceError(ctx) => (
+            Some(ctx.raw().status().as_u16()),
+            bucket_region(ctx.raw(), ctx.err().message()),
+        ),
+        _ => (None, None),
+    };
     let (class, code, message) = match err {
         SdkError::ServiceError(ctx) => {
             let status = ctx.raw().status().as_u16();
@@ -279,7 +286,45 @@ pub(super) fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
         target,
         code,
         message,
+        status,
+        bucket_region,
     }
+}
+
+/// The bucket's region as the store tells it: the `x-amz-bucket-region` header of a redirect,
+/// `<Region>` in an AuthorizationHeaderMalformed body, "expecting 'REGION'" in its message, or
+/// the regional `<Endpoint>` of a PermanentRedirect body.
+fn bucket_region(raw: &HttpResponse, message: Option<&str>) -> Option<String> {
+    let valid = |r: &str| {
+        !r.is_empty() && r.len() < 32 && r.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    if let Some(r) = raw.headers().get("x-amz-bucket-region")
+        && valid(r)
+    {
+        return Some(r.to_string());
+    }
+    let body = std::str::from_utf8(raw.body().bytes().unwrap_or_default()).unwrap_or("");
+    let between = |text: &str, open: &str, close: &str| -> Option<String> {
+        let start = text.find(open)? + open.len();
+        let len = text[start..].find(close)?;
+        Some(text[start..start + len].to_string())
+    };
+    if let Some(r) = between(body, "<Region>", "</Region>").filter(|r| valid(r)) {
+        return Some(r);
+    }
+    if let Some(r) = message
+        .and_then(|m| between(m, "expecting '", "'"))
+        .filter(|r| valid(r))
+    {
+        return Some(r);
+    }
+    // bucket.s3.eu-west-1.amazonaws.com or bucket.s3-eu-west-1.amazonaws.com
+    let endpoint = between(body, "<Endpoint>", "</Endpoint>")?;
+    let host = endpoint.strip_suffix(".amazonaws.com")?;
+    let (_, region) = host
+        .rsplit_once(".s3.")
+        .or_else(|| host.rsplit_once(".s3-"))?;
+    valid(region).then(|| region.to_string())
 }
 
 pub(super) fn is_precondition_failed<E: ProvideErrorMetadata>(

@@ -10,9 +10,12 @@ IAM. The identity is either
         temporary credentials with their session token;
   user  an IAM user with its own access key (static HMAC keys); prints the key pair;
   assume  the role, plus an IAM user allowed only sts:AssumeRole on it; prints the user's key
-        pair and the role's ARN, for pail to assume the role itself.
+        pair and the role's ARN, for pail to assume the role itself;
+  users three IAM users for the connection test: "writer" (PutObject + DeleteObject),
+        "put_only" (no DeleteObject), "delete_only" (no PutObject) and "anywhere" (Put and
+        Delete in every bucket); prints their key pairs.
 
-    python3 tests/moto/iam_setup.py http://127.0.0.1:PORT BUCKET role|user|assume
+    python3 tests/moto/iam_setup.py http://127.0.0.1:PORT BUCKET role|user|assume|users
 """
 import json
 import sys
@@ -63,8 +66,18 @@ elif kind == "assume":
         "Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "*"}]}))
     source_arn = iam.get_user(UserName="pail-source")["User"]["Arn"]
     out["role_arn"] = writer_role(principal=source_arn)
+elif kind == "users":
+    def only(*actions):
+        return json.dumps({"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Action": list(actions), "Resource": f"arn:aws:s3:::{bucket}/*"}]})
+    out = {"writer": user("writer", policy),
+           "put_only": user("put-only", only("s3:PutObject")),
+           "delete_only": user("delete-only", only("s3:DeleteObject")),
+           "anywhere": user("anywhere", json.dumps({"Version": "2012-10-17", "Statement": [{
+               "Effect": "Allow", "Action": ["s3:PutObject", "s3:DeleteObject"],
+               "Resource": "arn:aws:s3:::*/*"}]}))}
 else:
-    sys.exit(f"unknown identity kind {kind!r}: use role or user")
+    sys.exit(f"unknown identity kind {kind!r}: use role, user, assume or users")
 
 # Enforcement on: every request from now on is checked against IAM.
 urllib.request.urlopen(urllib.request.Request(
