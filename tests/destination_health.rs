@@ -1,7 +1,9 @@
 //! A destination that refuses uploads for good (here: its bucket does not exist yet) keeps its
 //! data, pauses only its own partitions, shows as failing in `/readyz` and `/metrics`, and
 //! delivers everything exactly once as soon as it is fixed — while the other destination goes
-//! on. Also: the endpoint answers hostile requests without harm.
+//! on. With the start-up connection test (`preflight`, the default) such a destination's
+//! topics are not even consumed until the test passes. Also: the endpoint answers hostile
+//! requests without harm.
 
 mod support;
 
@@ -76,11 +78,12 @@ fn payloads(topic: &str, range: std::ops::Range<usize>) -> Vec<String> {
         .collect()
 }
 
-fn config(dir: &Path, brokers: &str, endpoint: &str) -> std::path::PathBuf {
+fn config(dir: &Path, brokers: &str, endpoint: &str, preflight: bool) -> std::path::PathBuf {
     let dest = |name: &str, topic: &str, bucket: &str| {
         format!(
             "[[destinations]]\nname = \"{name}\"\ntopics = [\"{topic}\"]\nurl = \"s3://{bucket}/raw\"\n\
              endpoint = \"{endpoint}\"\npath_style = true\nkey_template = \"{{topic}}\"\n\
+             preflight = {preflight}\n\
              [destinations.auth]\naccess_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{SECRET_KEY}\"\n\
              [destinations.rotation]\nmax_records = 100\nmax_age = \"1s\"\n"
         )
@@ -97,6 +100,86 @@ fn config(dir: &Path, brokers: &str, endpoint: &str) -> std::path::PathBuf {
     path
 }
 
+/// The health endpoint's address, from the worker's log.
+async fn endpoint_address(log: &Path) -> String {
+    let needle = "endpoint listening address=";
+    assert!(wait_for_log(log, needle, 1, Duration::from_secs(30)).await);
+    let text = std::fs::read_to_string(log).unwrap();
+    text.lines()
+        .find_map(|l| l.split(needle).nth(1))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// SIGTERM, then a clean exit.
+async fn stop(mut child: tokio::process::Child) {
+    let pid = child.id().unwrap().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = tokio::time::timeout(Duration::from_secs(40), child.wait())
+        .await
+        .expect("no exit after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_failing_its_start_up_test_is_not_consumed_until_it_passes() {
+    let kafka = MockKafka::start(&[("a", 2), ("b", 2)]);
+    let s3 = TestS3::start(&["lake"]).await;
+    kafka.produce_round_robin("a", 2, &payloads("a", 0..200));
+    kafka.produce_round_robin("b", 2, &payloads("b", 0..200));
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &kafka.brokers(), &s3.endpoint(), true);
+    let log = dir.path().join("worker.log");
+    let child = spawn_worker(&config, &log);
+    let addr = endpoint_address(&log).await;
+    let addr = addr.as_str();
+
+    let good = s3.bucket_dir("lake").join("raw").join("a");
+    eventually("topic a delivered", Duration::from_secs(60), || async {
+        delivered(&good).len() == 200
+    })
+    .await;
+    // `bad` failed its connection test: not ready, with the classified cause, and its topic
+    // was never subscribed (only topic a's records were consumed).
+    let (status, body) = get(addr, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("NoSuchBucket") && body.contains("no_such_bucket"),
+        "{body}"
+    );
+    let (_, metrics) = get(addr, "/metrics").await;
+    assert!(
+        metrics.contains("\npail_records_consumed_total 200\n"),
+        "{metrics}"
+    );
+    assert!(log_count(&log, "connection test failed") >= 1);
+    assert_eq!(log_count(&log, "upload refused by the store"), 0);
+
+    // Fixed: the next retry passes, its topic is subscribed, and everything arrives once.
+    std::fs::create_dir(s3.bucket_dir("late")).unwrap();
+    let late = s3.bucket_dir("late").join("raw").join("b");
+    eventually("topic b delivered", Duration::from_secs(90), || async {
+        delivered(&late).len() == 200
+    })
+    .await;
+    eventually("ready again", Duration::from_secs(30), || async {
+        get(addr, "/readyz").await.0 == 200
+    })
+    .await;
+    assert!(log_count(&log, "passed its connection test; consuming its topics") >= 1);
+    stop(child).await;
+    for (seen, topic) in [(delivered(&good), "a"), (delivered(&late), "b")] {
+        assert_eq!(seen.len(), 200, "topic {topic}");
+        assert!(seen.values().all(|n| *n == 1), "topic {topic} duplicated");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusing_destination_pauses_only_its_partitions_and_catches_up_once_fixed() {
     let kafka = MockKafka::start(&[("a", 2), ("b", 2)]);
@@ -104,19 +187,11 @@ async fn a_refusing_destination_pauses_only_its_partitions_and_catches_up_once_f
     kafka.produce_round_robin("a", 2, &payloads("a", 0..300));
     kafka.produce_round_robin("b", 2, &payloads("b", 0..300));
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), &kafka.brokers(), &s3.endpoint());
+    // Without the start-up test: the bucket might as well have vanished after start-up.
+    let config = config(dir.path(), &kafka.brokers(), &s3.endpoint(), false);
     let log = dir.path().join("worker.log");
-    let mut child = spawn_worker(&config, &log);
-
-    let needle = "endpoint listening address=";
-    assert!(wait_for_log(&log, needle, 1, Duration::from_secs(30)).await);
-    let text = std::fs::read_to_string(&log).unwrap();
-    let addr = text
-        .lines()
-        .find_map(|l| l.split(needle).nth(1))
-        .unwrap()
-        .trim()
-        .to_string();
+    let child = spawn_worker(&config, &log);
+    let addr = endpoint_address(&log).await;
     let addr = addr.as_str();
 
     let good = s3.bucket_dir("lake").join("raw").join("a");
@@ -174,18 +249,7 @@ async fn a_refusing_destination_pauses_only_its_partitions_and_catches_up_once_f
     .await;
     assert!(log_count(&log, "accepts uploads again") >= 1);
 
-    let pid = child.id().unwrap().to_string();
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let status = tokio::time::timeout(Duration::from_secs(40), child.wait())
-        .await
-        .expect("no exit after SIGTERM")
-        .unwrap();
-    assert!(status.success(), "exit status {status:?}");
-
+    stop(child).await;
     for (seen, topic) in [(delivered(&good), "a"), (delivered(&late), "b")] {
         assert_eq!(seen.len(), 600, "topic {topic}");
         assert!(seen.values().all(|n| *n == 1), "topic {topic} duplicated");

@@ -10,7 +10,7 @@ use super::policy::{
 };
 use crate::auth::{AuthError, Claims};
 use crate::config::{AuthSettings, DestinationSettings, Location, Sse, TokenSource};
-use crate::store::StoreError;
+use crate::store::{ErrorClass, StoreError};
 
 /// What went wrong, as a stable snake_case word in the JSON output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -66,6 +66,9 @@ pub struct Diagnosis {
     /// A policy document to paste, when the fix is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<Value>,
+    /// Trying again soon may pass (throttling, a server error, a connection problem).
+    #[serde(skip)]
+    pub transient: bool,
 }
 
 impl Diagnosis {
@@ -75,7 +78,13 @@ impl Diagnosis {
             message,
             fix: fix.into(),
             policy: None,
+            transient: false,
         }
+    }
+
+    fn transient(mut self, transient: bool) -> Self {
+        self.transient = transient;
+        self
     }
 
     fn with_policy(mut self, policy: Value) -> Self {
@@ -86,6 +95,14 @@ impl Diagnosis {
 
 /// Why credentials could not be obtained, and what to change.
 pub fn diagnose_auth(
+    err: &AuthError,
+    dest: &DestinationSettings,
+    claims: Option<&Claims>,
+) -> Diagnosis {
+    classify_auth(err, dest, claims).transient(!err.needs_a_human())
+}
+
+fn classify_auth(
     err: &AuthError,
     dest: &DestinationSettings,
     claims: Option<&Claims>,
@@ -211,6 +228,10 @@ pub fn diagnose_store(
     dest: &DestinationSettings,
     operation: Operation,
 ) -> Diagnosis {
+    classify_store(err, dest, operation).transient(err.class == ErrorClass::Transient)
+}
+
+fn classify_store(err: &StoreError, dest: &DestinationSettings, operation: Operation) -> Diagnosis {
     let message = err.to_string();
     let code = err.code.as_deref().unwrap_or("");
     let lower = err.message.to_lowercase();

@@ -165,6 +165,7 @@ async fn credentials(
                               choose another auth method"
                             .into(),
                         policy: None,
+                        transient: false,
                     };
                     (failed(NAME, message, diagnosis), None, None)
                 }

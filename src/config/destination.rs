@@ -172,6 +172,7 @@ pub(super) fn destination(
         timestamp: timestamp?,
         on_bad_record: on_bad_record?,
         overwrite_protection: raw.overwrite_protection.unwrap_or(true),
+        preflight: raw.preflight.unwrap_or(true),
         auth: auth?,
         rotation: rotation?,
         parquet: ParquetSettings {

@@ -67,6 +67,9 @@ pub struct RawDestination {
     pub timestamp: Option<String>,
     pub on_bad_record: Option<String>,
     pub overwrite_protection: Option<bool>,
+    /// Run the connection test at start-up and consume nothing for this destination until it
+    /// passes (default true).
+    pub preflight: Option<bool>,
     #[serde(default)]
     pub auth: RawAuth,
     #[serde(default)]

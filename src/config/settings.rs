@@ -110,6 +110,9 @@ pub struct DestinationSettings {
     pub timestamp: TimestampSource,
     pub on_bad_record: BadRecordPolicy,
     pub overwrite_protection: bool,
+    /// The connection test runs at start-up; nothing is consumed for this destination until
+    /// it passes.
+    pub preflight: bool,
     pub auth: super::auth::AuthSettings,
     pub rotation: RotationSettings,
     pub parquet: ParquetSettings,

@@ -11,6 +11,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::time::{Instant, MissedTickBehavior, interval};
 use tokio_util::sync::CancellationToken;
 
+use super::preflight::Preflight;
 use super::{MAX_COMMIT_FAILURES, RunError, RunOptions};
 use crate::config::{KafkaSettings, Settings};
 use crate::delivery::intent::RecoveryPlan;
@@ -240,10 +241,24 @@ pub(super) async fn run_kafka(
     settings: &Settings,
     options: RunOptions,
     health: &Health,
+    preflight: Preflight,
     shutdown: CancellationToken,
     uploads_stop: CancellationToken,
 ) -> Result<RunStats, RunError> {
-    let (kafka, mut events) = KafkaSource::connect(source)?;
+    let Preflight {
+        mut ready,
+        mut passed,
+    } = preflight;
+    // Only the topics of destinations that passed their connection test are consumed.
+    let ready_topics = |ready: &[bool]| -> Vec<String> {
+        source
+            .topics
+            .iter()
+            .filter(|t| settings.route(t).is_some_and(|i| ready[i]))
+            .cloned()
+            .collect()
+    };
+    let (kafka, mut events) = KafkaSource::connect(source, &ready_topics(&ready))?;
     let startup = settings.worker.startup_timeout;
     if options.once {
         kafka
@@ -279,6 +294,13 @@ pub(super) async fn run_kafka(
                     state.start_drain();
                 }
                 Some(event) = events.recv() => state.handle(event).await?,
+                Some(index) = passed.recv() => {
+                    ready[index] = true;
+                    let topics = ready_topics(&ready);
+                    tracing::info!(destination = %settings.destinations[index].name, ?topics,
+                        "destination passed its connection test; consuming its topics");
+                    kafka.subscribe(&topics)?;
+                }
                 Some(result) = commit_results.recv() => state.on_commit(result)?,
                 Some(c) = state.pipeline.next_completion(), if state.pipeline.in_flight() > 0 => {
                     state.pipeline.on_completion(c)?;

@@ -3,6 +3,7 @@
 
 mod file;
 mod kafka;
+mod preflight;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +43,8 @@ pub enum RunError {
     Telemetry(#[from] ServeError),
     #[error("Kafka: {0}")]
     KafkaClient(String),
+    #[error("destination {destination:?}: connection test failed at start-up: {error}")]
+    Preflight { destination: String, error: String },
     #[error("topic {topic} partition {partition}: {source}")]
     Recovery {
         topic: String,
@@ -107,6 +110,12 @@ pub async fn run(
     };
     let _stop_endpoint = endpoint.map(AbortOnDrop);
     let bounded = options.once || matches!(settings.source, SourceSettings::File(_));
+    let healths: Vec<_> = destinations
+        .iter()
+        .map(|d| d.target.health.clone())
+        .collect();
+    let preflight =
+        preflight::preflight(&settings.destinations, &healths, bounded, &shutdown).await?;
     let policy = if bounded {
         RetryPolicy::bounded()
     } else {
@@ -145,6 +154,7 @@ pub async fn run(
                 &settings,
                 options,
                 &health,
+                preflight,
                 shutdown,
                 uploads_stop,
             )

@@ -243,10 +243,12 @@ pub fn client_config(settings: &KafkaSettings) -> ClientConfig {
 }
 
 impl KafkaSource {
-    /// Creates the consumer, subscribes to the configured topics, and returns the receiver of
-    /// its rebalance and error events.
+    /// Creates the consumer, subscribes to `subscribe` (some of the configured topics; none
+    /// subscribes later, with [`KafkaSource::subscribe`]), and returns the receiver of its
+    /// rebalance and error events.
     pub fn connect(
         settings: &KafkaSettings,
+        subscribe: &[String],
     ) -> Result<(Self, UnboundedReceiver<KafkaEvent>), KafkaSourceError> {
         let (tx, rx) = unbounded_channel();
         let ownership = Arc::new(Ownership::default());
@@ -261,8 +263,10 @@ impl KafkaSource {
                 ownership: ownership.clone(),
             })
             .map_err(create)?;
-        let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&topics).map_err(create)?;
+        if !subscribe.is_empty() {
+            let topics: Vec<&str> = subscribe.iter().map(String::as_str).collect();
+            consumer.subscribe(&topics).map_err(create)?;
+        }
         let source = Self {
             consumer: Arc::new(consumer),
             ownership,
@@ -393,6 +397,17 @@ impl KafkaSource {
 
     /// A handle that commits offsets from another task, so the run loop keeps polling (and
     /// serving rebalances) while a commit waits for the coordinator.
+    /// Replaces the subscription with `topics` (a destination passed its connection test).
+    pub fn subscribe(&self, topics: &[String]) -> Result<(), KafkaSourceError> {
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        self.consumer
+            .subscribe(&topics)
+            .map_err(|source| KafkaSourceError::Call {
+                op: "subscribe",
+                source,
+            })
+    }
+
     pub fn committer(&self) -> KafkaCommitter {
         KafkaCommitter {
             consumer: self.consumer.clone(),

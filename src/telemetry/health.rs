@@ -60,17 +60,23 @@ impl DestinationHealth {
     /// The store refused an upload in a way only a human can fix.
     pub fn report_permanent(&self, error: &StoreError) {
         self.permanent_errors.inc();
+        self.report_failure(error.to_string(), error.code.clone());
+    }
+
+    /// The destination cannot be written to (a refused upload, a failed start-up connection
+    /// test): its partitions are paused and `/readyz` names it until a success.
+    pub fn report_failure(&self, error: String, code: Option<String>) {
         let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
         match failure.as_mut() {
             Some(f) => {
                 f.attempts += 1;
-                f.error = error.to_string();
-                f.code.clone_from(&error.code);
+                f.error = error;
+                f.code = code;
             }
             None => {
                 *failure = Some(Failure {
-                    error: error.to_string(),
-                    code: error.code.clone(),
+                    error,
+                    code,
                     since_unix: SystemTime::now()
                         .duration_since(UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs()),

@@ -4,6 +4,9 @@
 //! object. Multipart uploads started, completed and aborted are counted, and the headers that
 //! carry write options (SSE, ACL, storage class, `x-goog-*`) are recorded per request. Like
 //! Cloud Storage, it honours `x-goog-if-generation-match: 0` as well as `If-None-Match: *`.
+//! Connection-test objects (`_pail/connection-test/`, written by every run's preflight) are
+//! stored like any other but left out of the logs and spared the injected faults: the tests
+//! audit delivery.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -257,6 +260,31 @@ fn object_key(req: &Request<Incoming>) -> Option<String> {
     (!key.is_empty()).then(|| format!("{bucket}/{}", super::percent_decode(key)))
 }
 
+/// s3s-fs creates missing bucket directories on PUT; real S3 answers NoSuchBucket.
+fn bucket_missing(root: &Path, key: &str) -> bool {
+    !root
+        .join(key.split('/').next().unwrap_or_default())
+        .is_dir()
+}
+
+fn no_such_bucket() -> Reply {
+    error_response(
+        StatusCode::NOT_FOUND,
+        "NoSuchBucket",
+        "The specified bucket does not exist",
+    )
+}
+
+/// Hands a request to the S3 service untouched.
+async fn pass_through(
+    req: Request<Incoming>,
+    s3: s3s::service::S3Service,
+) -> Result<Reply, ConnectionDropped> {
+    s3.call(req.map(s3s::Body::from))
+        .await
+        .map_err(|e| ConnectionDropped(format!("{e:?}")))
+}
+
 /// A write in progress to `key`, released on drop unless released already.
 struct Reservation {
     st: Arc<Mutex<State>>,
@@ -304,6 +332,13 @@ async fn handle(
         Kind::CreateUpload => Some("CreateMultipartUpload"),
         _ => None,
     };
+    let probe = object_key(&req).filter(|k| k.contains("/_pail/connection-test/"));
+    if let Some(key) = probe {
+        if matches!(kind, Kind::Write { .. }) && bucket_missing(&root, &key) {
+            return Ok(no_such_bucket());
+        }
+        return pass_through(req, s3).await;
+    }
     if let (Some(op), Some(key)) = (op, object_key(&req)) {
         st.lock().unwrap().options.push(OptionHeaders {
             op,
@@ -341,17 +376,10 @@ async fn handle(
     let key = matches!(kind, Kind::Write { .. })
         .then(|| object_key(&req))
         .flatten();
-    // s3s-fs creates missing bucket directories on PUT; real S3 answers NoSuchBucket.
     if let Some(key) = &key
-        && !root
-            .join(key.split('/').next().unwrap_or_default())
-            .is_dir()
+        && bucket_missing(&root, key)
     {
-        return Ok(error_response(
-            StatusCode::NOT_FOUND,
-            "NoSuchBucket",
-            "The specified bucket does not exist",
-        ));
+        return Ok(no_such_bucket());
     }
     let Some(key) = key else {
         return pass(req).await;
