@@ -4,9 +4,8 @@
 use std::time::Duration;
 
 use tokio::time::{Instant, MissedTickBehavior, interval, timeout_at};
-use tokio_util::sync::CancellationToken;
 
-use super::RunError;
+use super::{RunError, Stops};
 use crate::config::{FileSettings, Settings};
 use crate::decode::DEFAULT_MAX_RECORD_BYTES;
 use crate::pipeline::{Pipeline, PipelineError, RunStats};
@@ -26,9 +25,12 @@ pub(super) async fn run_file(
     mut pipeline: Pipeline,
     settings: &Settings,
     health: &Health,
-    shutdown: CancellationToken,
-    uploads_stop: CancellationToken,
+    stops: Stops,
 ) -> Result<RunStats, RunError> {
+    let Stops {
+        shutdown,
+        uploads: uploads_stop,
+    } = stops;
     let mut reader = FileSource::open(source.path.as_deref(), DEFAULT_MAX_RECORD_BYTES).await?;
     let mut tick = interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);

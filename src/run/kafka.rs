@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::time::{Instant, MissedTickBehavior, interval};
-use tokio_util::sync::CancellationToken;
 
 use super::preflight::Preflight;
-use super::{MAX_COMMIT_FAILURES, RunError, RunOptions};
+use super::{MAX_COMMIT_FAILURES, RunError, RunOptions, Stops};
 use crate::config::{KafkaSettings, Settings};
 use crate::delivery::intent::RecoveryPlan;
 use crate::pipeline::{CommitRequest, Pause, Pipeline, RunStats};
@@ -242,9 +241,12 @@ pub(super) async fn run_kafka(
     options: RunOptions,
     health: &Health,
     preflight: Preflight,
-    shutdown: CancellationToken,
-    uploads_stop: CancellationToken,
+    stops: Stops,
 ) -> Result<RunStats, RunError> {
+    let Stops {
+        shutdown,
+        uploads: uploads_stop,
+    } = stops;
     let Preflight {
         mut ready,
         mut passed,

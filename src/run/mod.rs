@@ -74,6 +74,13 @@ pub enum RunError {
     ShutdownTimeout(Duration, usize),
 }
 
+/// How a run is stopped: `shutdown` ends consumption (a signal); `uploads` ends uploads,
+/// later, so that a graceful shutdown can still finish them (or at its deadline).
+struct Stops {
+    shutdown: CancellationToken,
+    uploads: CancellationToken,
+}
+
 /// Consecutive failed commits after which a bounded (`--once`) run gives up.
 const MAX_COMMIT_FAILURES: u32 = 10;
 
@@ -145,7 +152,11 @@ pub async fn run(
     let _stop_uploads_on_exit = uploads_stop.clone().drop_guard();
     let result = match &settings.source {
         SourceSettings::File(f) => {
-            file::run_file(f, pipeline, &settings, &health, shutdown, uploads_stop).await
+            let stops = Stops {
+                shutdown,
+                uploads: uploads_stop,
+            };
+            file::run_file(f, pipeline, &settings, &health, stops).await
         }
         SourceSettings::Kafka(k) => {
             kafka::run_kafka(
@@ -155,8 +166,10 @@ pub async fn run(
                 options,
                 &health,
                 preflight,
-                shutdown,
-                uploads_stop,
+                Stops {
+                    shutdown,
+                    uploads: uploads_stop,
+                },
             )
             .await
         }
