@@ -127,20 +127,57 @@ async fn stop(mut child: tokio::process::Child) {
     assert!(status.success(), "exit status {status:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_destination_failing_its_start_up_test_is_not_consumed_until_it_passes() {
+/// A running worker with destinations `good` (topic a, bucket `lake`) and `bad` (topic b,
+/// bucket `late`, missing), `n` events produced to each topic.
+struct Setup {
+    kafka: MockKafka,
+    s3: TestS3,
+    log: std::path::PathBuf,
+    child: tokio::process::Child,
+    addr: String,
+    good: std::path::PathBuf,
+    late: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(preflight: bool, n: usize) -> Setup {
     let kafka = MockKafka::start(&[("a", 2), ("b", 2)]);
     let s3 = TestS3::start(&["lake"]).await;
-    kafka.produce_round_robin("a", 2, &payloads("a", 0..200));
-    kafka.produce_round_robin("b", 2, &payloads("b", 0..200));
+    kafka.produce_round_robin("a", 2, &payloads("a", 0..n));
+    kafka.produce_round_robin("b", 2, &payloads("b", 0..n));
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), &kafka.brokers(), &s3.endpoint(), true);
+    let config = config(dir.path(), &kafka.brokers(), &s3.endpoint(), preflight);
     let log = dir.path().join("worker.log");
     let child = spawn_worker(&config, &log);
     let addr = endpoint_address(&log).await;
-    let addr = addr.as_str();
-
     let good = s3.bucket_dir("lake").join("raw").join("a");
+    let late = s3.bucket_dir("late").join("raw").join("b");
+    Setup {
+        kafka,
+        s3,
+        log,
+        child,
+        addr,
+        good,
+        late,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_failing_its_start_up_test_is_not_consumed_until_it_passes() {
+    // Every field bound: what `..` leaves out is dropped at once (the cluster, the directory).
+    let Setup {
+        kafka: _kafka,
+        s3,
+        log,
+        child,
+        addr,
+        good,
+        late,
+        _dir,
+    } = start(true, 200).await;
+    let addr = addr.as_str();
     eventually("topic a delivered", Duration::from_secs(60), || async {
         delivered(&good).len() == 200
     })
@@ -163,7 +200,6 @@ async fn a_destination_failing_its_start_up_test_is_not_consumed_until_it_passes
 
     // Fixed: the next retry passes, its topic is subscribed, and everything arrives once.
     std::fs::create_dir(s3.bucket_dir("late")).unwrap();
-    let late = s3.bucket_dir("late").join("raw").join("b");
     eventually("topic b delivered", Duration::from_secs(90), || async {
         delivered(&late).len() == 200
     })
@@ -182,19 +218,18 @@ async fn a_destination_failing_its_start_up_test_is_not_consumed_until_it_passes
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusing_destination_pauses_only_its_partitions_and_catches_up_once_fixed() {
-    let kafka = MockKafka::start(&[("a", 2), ("b", 2)]);
-    let s3 = TestS3::start(&["lake"]).await;
-    kafka.produce_round_robin("a", 2, &payloads("a", 0..300));
-    kafka.produce_round_robin("b", 2, &payloads("b", 0..300));
-    let dir = tempfile::tempdir().unwrap();
     // Without the start-up test: the bucket might as well have vanished after start-up.
-    let config = config(dir.path(), &kafka.brokers(), &s3.endpoint(), false);
-    let log = dir.path().join("worker.log");
-    let child = spawn_worker(&config, &log);
-    let addr = endpoint_address(&log).await;
+    let Setup {
+        kafka,
+        s3,
+        log,
+        child,
+        addr,
+        good,
+        late,
+        _dir,
+    } = start(false, 300).await;
     let addr = addr.as_str();
-
-    let good = s3.bucket_dir("lake").join("raw").join("a");
     eventually("topic a delivered", Duration::from_secs(60), || async {
         delivered(&good).len() == 300
     })
@@ -238,7 +273,6 @@ async fn a_refusing_destination_pauses_only_its_partitions_and_catches_up_once_f
 
     // Fix the destination: everything it held, and what waited in Kafka, arrives once.
     std::fs::create_dir(s3.bucket_dir("late")).unwrap();
-    let late = s3.bucket_dir("late").join("raw").join("b");
     eventually("topic b delivered", Duration::from_secs(90), || async {
         delivered(&late).len() == 600
     })

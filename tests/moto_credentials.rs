@@ -13,7 +13,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use support::moto::{client, enforcement, python, start_moto};
+use support::moto::{enforcement, python, start_moto};
+use support::s3_client as client;
 
 const BUCKET: &str = "static-keys";
 
@@ -35,12 +36,7 @@ async fn moto_with_user() -> (tokio::process::Child, String, String, String) {
 }
 
 fn input(dir: &Path, n: usize) -> std::path::PathBuf {
-    let path = dir.join("in.ndjson");
-    let lines: String = (0..n)
-        .map(|i| format!("{{\"id\":{i},\"ts\":\"2026-05-01T10:00:00Z\"}}\n"))
-        .collect();
-    std::fs::write(&path, lines).unwrap();
-    path
+    support::ndjson_input(dir, n)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,7 +17,8 @@ use pail::store::{ObjectStore, PutOutcome, S3Store, build_s3_client};
 use pail::telemetry::METRICS;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use support::kafka::MockKafka;
-use support::moto::{client, enforcement, python, start_moto};
+use support::moto::{enforcement, python, start_moto};
+use support::s3_client as client;
 
 const BUCKET: &str = "least-privilege";
 

@@ -25,12 +25,7 @@ use tokio_util::sync::CancellationToken;
 const BUCKET: &str = "lake";
 
 fn input(dir: &Path, n: usize) -> std::path::PathBuf {
-    let path = dir.join("in.ndjson");
-    let lines: String = (0..n)
-        .map(|i| format!("{{\"id\":{i},\"ts\":\"2026-05-01T10:00:00Z\"}}\n"))
-        .collect();
-    std::fs::write(&path, lines).unwrap();
-    path
+    support::ndjson_input(dir, n)
 }
 
 fn config(input: &Path, endpoint: &str, prefix: &str, auth: &str) -> String {

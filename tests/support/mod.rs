@@ -61,3 +61,37 @@ pub fn percent_decode(s: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// A path-style S3 client in us-east-1 for `endpoint`, signing with these keys.
+pub fn s3_client(
+    endpoint: &str,
+    id: &str,
+    secret: &str,
+    token: Option<&str>,
+) -> aws_sdk_s3::Client {
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    let conf = aws_sdk_s3::config::Builder::new()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .credentials_provider(Credentials::new(
+            id,
+            secret,
+            token.map(str::to_string),
+            None,
+            "test",
+        ))
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// Writes `n` NDJSON events (`id` 0..n, one event time) to `dir/in.ndjson`.
+pub fn ndjson_input(dir: &std::path::Path, n: usize) -> std::path::PathBuf {
+    let path = dir.join("in.ndjson");
+    let lines: String = (0..n)
+        .map(|i| format!("{{\"id\":{i},\"ts\":\"2026-05-01T10:00:00Z\"}}\n"))
+        .collect();
+    std::fs::write(&path, lines).unwrap();
+    path
+}

@@ -5,7 +5,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use tokio::process::Command;
 
 use super::bounded;
@@ -64,24 +63,6 @@ pub async fn python(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// A path-style S3 client for moto with these keys.
-pub fn client(endpoint: &str, id: &str, secret: &str, token: Option<&str>) -> aws_sdk_s3::Client {
-    let conf = aws_sdk_s3::config::Builder::new()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .force_path_style(true)
-        .credentials_provider(Credentials::new(
-            id,
-            secret,
-            token.map(str::to_string),
-            None,
-            "test",
-        ))
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
 }
 
 /// Turns IAM enforcement on (every request from now on is checked) or off.

@@ -172,21 +172,7 @@ impl Seaweed {
 
     /// An S3 client with these keys.
     pub fn client(&self, id: &str, secret: &str, token: Option<&str>) -> aws_sdk_s3::Client {
-        use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-        let conf = aws_sdk_s3::config::Builder::new()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .endpoint_url(&self.endpoint)
-            .force_path_style(true)
-            .credentials_provider(Credentials::new(
-                id,
-                secret,
-                token.map(str::to_string),
-                None,
-                "test",
-            ))
-            .build();
-        aws_sdk_s3::Client::from_conf(conf)
+        super::s3_client(&self.endpoint, id, secret, token)
     }
 
     /// Every object key in `bucket` and its bytes, read with the admin key.
