@@ -202,7 +202,12 @@ async fn credentials_are_refreshed_before_expiry_re_reading_the_rotated_token_fi
     let creds = pail::auth::refreshing_credentials(dest, clock.clone())
         .await
         .unwrap();
-    let client = build_s3_client_with(dest, SharedCredentialsProvider::new(creds.clone()));
+    let signed_with = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recording = Recording {
+        inner: creds.clone(),
+        seen: signed_with.clone(),
+    };
+    let client = build_s3_client_with(dest, SharedCredentialsProvider::new(recording));
     let store = Arc::new(S3Store::new(client, BUCKET.into(), true));
 
     // Uploads run all along, each one checked.
@@ -273,4 +278,40 @@ async fn credentials_are_refreshed_before_expiry_re_reading_the_rotated_token_fi
         .await
         .unwrap();
     assert_eq!(after, PutOutcome::Created);
+    // The uploads switched to the refreshed credentials at once, long before the first ones
+    // expired.
+    let seen = signed_with.lock().unwrap().clone();
+    assert_eq!(
+        seen.first().map(String::as_str),
+        Some(first.access_key_id())
+    );
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some(second.access_key_id())
+    );
+}
+
+/// Hands out `inner`'s credentials, noting the access key id of each.
+#[derive(Debug)]
+struct Recording {
+    inner: pail::auth::RefreshingCredentials,
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl aws_credential_types::provider::ProvideCredentials for Recording {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        aws_credential_types::provider::future::ProvideCredentials::new(async move {
+            let c = self.inner.provide_credentials().await?;
+            self.seen
+                .lock()
+                .unwrap()
+                .push(c.access_key_id().to_string());
+            Ok(c)
+        })
+    }
 }

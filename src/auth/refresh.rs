@@ -191,6 +191,10 @@ async fn refresh_loop(weak: Weak<Inner>) {
         let Some(inner) = weak.upgrade() else { return };
         let result = {
             let _one = inner.fetching.lock().await;
+            // A caller with nothing cached may have fetched while this waited for the lock.
+            if inner.refresh_at().is_some_and(|at| at > inner.clock.now()) {
+                continue;
+            }
             inner.refresh().await
         };
         match result {
@@ -201,10 +205,14 @@ async fn refresh_loop(weak: Weak<Inner>) {
                 let valid_for = inner
                     .expiry()
                     .and_then(|e| e.duration_since(inner.clock.now()).ok());
-                tracing::error!(destination = %inner.destination, %error,
-                    current_valid_for_s = valid_for.map(|d| d.as_secs()),
-                    retry_in_s = backoff.as_secs(),
-                    "credential refresh failed; the current credentials are used while they last");
+                match valid_for {
+                    Some(valid) => tracing::error!(destination = %inner.destination, %error,
+                        current_valid_for_s = valid.as_secs(), retry_in_s = backoff.as_secs(),
+                        "credential refresh failed; the current credentials are used while they last"),
+                    None => tracing::error!(destination = %inner.destination, %error,
+                        retry_in_s = backoff.as_secs(),
+                        "cannot obtain credentials; uploads to this destination wait until it works"),
+                }
                 let clock = inner.clock.clone();
                 drop(inner);
                 let until = clock.now() + backoff;

@@ -1,7 +1,7 @@
 //! The STS calls behind temporary credentials: AssumeRoleWithWebIdentity (unsigned; the OIDC
 //! token is the proof) and AssumeRole with an external id (signed by the source identity).
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use aws_config::BehaviorVersion;
 use aws_credential_types::Credentials;
@@ -10,6 +10,7 @@ use aws_sdk_s3::config::Region;
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::timeout::TimeoutConfig;
 
 use super::AuthError;
 use super::refresh::{Fetch, Fetched};
@@ -23,9 +24,17 @@ fn sts_client(
     creds: Option<SharedCredentialsProvider>,
 ) -> aws_sdk_sts::Client {
     let region = role.sts_region.clone().map_or(region, Region::new);
+    // Bounded, so an STS that accepts connections and never answers cannot hold the refresh
+    // (and every caller waiting on it) for ever.
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .operation_attempt_timeout(Duration::from_secs(30))
+        .operation_timeout(Duration::from_secs(90))
+        .build();
     let mut conf = aws_sdk_sts::config::Builder::new()
         .behavior_version(BehaviorVersion::latest())
-        .region(region);
+        .region(region)
+        .timeout_config(timeouts);
     if let Some(endpoint) = &role.sts_endpoint {
         conf = conf.endpoint_url(endpoint);
     }
@@ -151,8 +160,8 @@ impl Fetch for WebIdentity {
                     error
                 })?;
             let arn = out.assumed_role_user().map(|u| u.arn().to_string());
-            tracing::info!(role = %self.role.role_arn, assumed = ?arn,
-                token = %claims.clone().unwrap_or_default(), "assumed role with web identity");
+            tracing::info!(role = %self.role.role_arn, assumed = ?arn, "assumed role with web identity");
+            tracing::debug!(token = %claims.clone().unwrap_or_default(), "web identity token claims");
             into_credentials(
                 OP,
                 &self.role.role_arn,

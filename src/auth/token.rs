@@ -87,7 +87,7 @@ pub async fn read_token(source: &TokenSource) -> Result<Secret, AuthError> {
         let (what, path) = match source {
             TokenSource::File(p) => ("file", p.display().to_string()),
             TokenSource::Gcp { host, .. } => ("metadata server", host.clone()),
-            TokenSource::Command(argv) => ("command", argv.join(" ")),
+            TokenSource::Command(argv) => ("command", argv.first().cloned().unwrap_or_default()),
         };
         return Err(AuthError::TokenFile {
             path,

@@ -123,8 +123,8 @@ fn classify_auth(
                          at a reachable metadata server (now {host})"
                     ),
                     TokenSource::Command(argv) => format!(
-                        "make `{}` print an ID token on standard output and exit 0",
-                        argv.join(" ")
+                        "make token_command ({}) print an ID token on standard output and exit 0",
+                        argv.first().map_or("", String::as_str)
                     ),
                 },
                 _ => "check the token source".into(),
@@ -134,6 +134,56 @@ fn classify_auth(
         AuthError::Sts {
             op, code, status, ..
         } => {
+            // The caller's own credentials (assume_role's source identity) or clock, not the
+            // role's trust policy.
+            match code.as_deref() {
+                Some("InvalidClientTokenId") => {
+                    return Diagnosis::new(
+                        Cause::InvalidAccessKey,
+                        message,
+                        "STS does not know the access key pail signs with: check the source \
+                         keys in [destinations.auth] (or the default chain's)",
+                    );
+                }
+                Some("SignatureDoesNotMatch") => {
+                    return Diagnosis::new(
+                        Cause::SignatureMismatch,
+                        message,
+                        "the source secret access key does not belong to its access key id: \
+                         copy it again, or create a new key pair",
+                    );
+                }
+                Some("ExpiredToken") => {
+                    return Diagnosis::new(
+                        Cause::ExpiredCredentials,
+                        message,
+                        "the source identity's session token expired: supply fresh temporary \
+                         keys, or long-lived keys for the source identity",
+                    );
+                }
+                Some("IDPCommunicationError") => {
+                    let iss = claims
+                        .and_then(|c| c.iss.clone())
+                        .unwrap_or_else(|| "the token's issuer".into());
+                    return Diagnosis::new(
+                        Cause::StsUnavailable,
+                        message,
+                        format!(
+                            "STS could not fetch the signing keys of {iss}: its OIDC discovery \
+                             document and JWKS must be reachable from AWS over HTTPS; retry"
+                        ),
+                    );
+                }
+                _ => {}
+            }
+            if message.contains("Signature expired") || code.as_deref() == Some("RequestExpired") {
+                return Diagnosis::new(
+                    Cause::ClockSkew,
+                    message,
+                    "this machine's clock differs from STS's by more than 5 minutes: \
+                     synchronise it (NTP, chrony, or the container host's clock)",
+                );
+            }
             let unavailable =
                 code.is_none() && status.is_none_or(|s| s >= 500) || !err.needs_a_human();
             if unavailable {
@@ -292,11 +342,21 @@ fn classify_store(err: &StoreError, dest: &DestinationSettings, operation: Opera
             | "AuthorizationHeaderMalformed"
             | "IllegalLocationConstraintException"
     ) || matches!(err.status, Some(301 | 307))
-        || err.bucket_region.is_some();
+        // Some stores (MinIO) name the bucket's region on every answer: only another region
+        // than the configured one says anything.
+        || err
+            .bucket_region
+            .as_deref()
+            .is_some_and(|r| r != dest.region && dest.region != "auto");
     if redirect {
         let fix = match &err.bucket_region {
-            Some(r) => format!(
+            Some(r) if *r != dest.region => format!(
                 "bucket {bucket:?} is in region {r}, not {}: set region = \"{r}\"",
+                dest.region
+            ),
+            Some(r) => format!(
+                "the store expects requests signed for region {r}: check that the endpoint \
+                 ({endpoint}) belongs to region = \"{}\"",
                 dest.region
             ),
             None => format!(
@@ -375,11 +435,19 @@ fn classify_store(err: &StoreError, dest: &DestinationSettings, operation: Opera
             );
         }
         (_, true) => {
+            // S3 often answers a KMS refusal with a bare "Access Denied".
+            let kms = match &dest.write.sse {
+                Some(Sse::Kms { .. }) => {
+                    " (with sse = \"aws:kms\", also kms:GenerateDataKey and kms:Decrypt on the \
+                     key, in the key policy too)"
+                }
+                _ => "",
+            };
             return Diagnosis::new(
                 Cause::PutDenied,
                 message,
                 format!(
-                    "{who} may not write objects under {}: attach this permissions policy",
+                    "{who} may not write objects under {}{kms}: attach this permissions policy",
                     objects_arn(dest)
                 ),
             )
@@ -387,9 +455,11 @@ fn classify_store(err: &StoreError, dest: &DestinationSettings, operation: Opera
         }
         _ => {}
     }
-    if operation == Operation::ConditionalProbe
-        && (matches!(code, "NotImplemented" | "InvalidArgument") || err.status == Some(501))
-    {
+    // The first PUT already carries the precondition: a store that rejects the header fails
+    // there, the probe only when it rejects the second use.
+    let conditional = matches!(operation, Operation::Put | Operation::ConditionalProbe)
+        && dest.overwrite_protection;
+    if conditional && (code == "NotImplemented" || err.status == Some(501)) {
         return Diagnosis::new(
             Cause::ConditionalWritesUnsupported,
             message,

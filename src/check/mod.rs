@@ -83,6 +83,37 @@ pub struct DestinationCheck {
 }
 
 impl DestinationCheck {
+    /// The result of a test that got no answer within `after`.
+    pub fn timed_out(dest: &DestinationSettings, after: std::time::Duration) -> Self {
+        let message = format!("the connection test got no answer within {after:?}");
+        let endpoint = dest
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| format!("the S3 endpoint of region {}", dest.region));
+        Self {
+            destination: dest.name.clone(),
+            url: dest.location.to_string(),
+            ok: false,
+            writable: false,
+            identity: None,
+            conditional_writes: ConditionalWrites::Unknown,
+            steps: vec![failed(
+                "put",
+                message.clone(),
+                Diagnosis {
+                    cause: Cause::EndpointUnreachable,
+                    message,
+                    fix: format!(
+                        "check that {endpoint} (and STS, for roles) answers from here: DNS, \
+                         firewall, proxy"
+                    ),
+                    policy: None,
+                    transient: true,
+                },
+            )],
+        }
+    }
+
     /// The first failed step's diagnosis.
     pub fn failure(&self) -> Option<&Diagnosis> {
         self.steps

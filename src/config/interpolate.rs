@@ -11,9 +11,13 @@ pub enum InterpolateError {
     /// `${NAME}` where NAME is not set and no default was given.
     #[error("environment variable {name} is not set (use ${{{name}:-default}} for a fallback)")]
     Unset { name: String },
-    /// `${` without a closing brace, or an empty or invalid name.
-    #[error("malformed ${{...}} reference in {text:?}: {why}")]
-    Malformed { text: String, why: &'static str },
+    /// `${` without a closing brace, or an empty or invalid name. The value itself is not
+    /// shown (it may be a secret that happens to contain `${`): the key names it, this says
+    /// where in it.
+    #[error(
+        "malformed ${{...}} reference at character {at} of the value: {why} (write $$ for a literal $)"
+    )]
+    Malformed { at: usize, why: &'static str },
 }
 
 /// Replaces `${NAME}` and `${NAME:-default}` with values from `lookup`; `$$` is a literal `$`.
@@ -30,8 +34,9 @@ pub fn interpolate(
             out.push('$');
             rest = stripped;
         } else if let Some(body) = after.strip_prefix('{') {
-            let end = body.find('}').ok_or_else(|| InterpolateError::Malformed {
-                text: text.to_string(),
+            let at = text.len() - rest.len() + pos + 1;
+            let end = body.find('}').ok_or(InterpolateError::Malformed {
+                at,
                 why: "missing closing '}'",
             })?;
             let inner = &body[..end];
@@ -44,7 +49,7 @@ pub fn interpolate(
                 && !name.starts_with(|c: char| c.is_ascii_digit());
             if !valid {
                 return Err(InterpolateError::Malformed {
-                    text: text.to_string(),
+                    at,
                     why: "variable names are letters, digits and '_'",
                 });
             }
@@ -143,5 +148,18 @@ mod tests {
         let mut v: toml::Value = toml::from_str("[[d]]\nx = \"${NOPE}\"").unwrap();
         let err = interpolate_tree(&mut v, &mut Vec::new(), &env).unwrap_err();
         assert_eq!(err.0, "d[0].x");
+    }
+}
+
+#[cfg(test)]
+mod secrecy {
+    use super::*;
+
+    #[test]
+    fn a_malformed_reference_does_not_print_the_value() {
+        let secret = "pa55${word-with-dash}";
+        let e = interpolate(secret, &|_| None).unwrap_err().to_string();
+        assert!(!e.contains("pa55") && !e.contains("word"), "{e}");
+        assert!(e.contains("character 5"), "{e}");
     }
 }

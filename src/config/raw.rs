@@ -88,8 +88,8 @@ pub struct RawUpload {
     pub part_size: Option<String>,
 }
 
-/// `[destinations.auth]`.
-#[derive(Debug, Default, Deserialize)]
+/// `[destinations.auth]`. Its `Debug` shows which secrets are set, never their values.
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuth {
     pub method: Option<String>,
@@ -148,4 +148,23 @@ pub struct RawWorker {
 pub struct RawTelemetry {
     /// Address of the health and metrics HTTP endpoint, e.g. `0.0.0.0:9464`.
     pub listen: Option<String>,
+}
+
+impl std::fmt::Debug for RawAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("RawAuth")
+            .field("method", &self.method)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &redacted(&self.secret_access_key))
+            .field("session_token", &redacted(&self.session_token))
+            .field("access_key_id_file", &self.access_key_id_file)
+            .field("secret_access_key_file", &self.secret_access_key_file)
+            .field("session_token_file", &self.session_token_file)
+            .field("role_arn", &self.role_arn)
+            .field("external_id", &self.external_id)
+            .field("token_file", &self.token_file)
+            .field("token_gcp_audience", &self.token_gcp_audience)
+            .finish_non_exhaustive()
+    }
 }

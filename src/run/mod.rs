@@ -121,8 +121,18 @@ pub async fn run(
         .iter()
         .map(|d| d.target.health.clone())
         .collect();
-    let preflight =
-        preflight::preflight(&settings.destinations, &healths, bounded, &shutdown).await?;
+    let preflight = preflight::preflight(
+        &settings.destinations,
+        &health,
+        &healths,
+        bounded,
+        &shutdown,
+    )
+    .await?;
+    let Some(preflight) = preflight else {
+        tracing::info!("shutdown requested during the start-up connection tests; nothing consumed");
+        return Ok(RunStats::default());
+    };
     let policy = if bounded {
         RetryPolicy::bounded()
     } else {

@@ -15,7 +15,7 @@ use crate::check::{
     CheckOptions, ConditionalWrites, DestinationCheck, StepStatus, check_destination,
 };
 use crate::config::DestinationSettings;
-use crate::telemetry::DestinationHealth;
+use crate::telemetry::{DestinationHealth, Health};
 
 /// Attempts per test when a step fails for a passing reason (SlowDown, 5xx, a reset).
 const QUICK_TRIES: u32 = 3;
@@ -89,25 +89,58 @@ fn failure_text(check: &DestinationCheck) -> (String, Option<String>) {
     }
 }
 
-/// Tests every destination with `preflight` on. `bounded` runs fail on the first refusal;
-/// otherwise failing destinations are retried in the background until `shutdown`.
+/// A test that gets no answer within this fails (and is retried like any failure).
+const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// [`test_once`], bounded by [`TEST_TIMEOUT`].
+async fn test_bounded(dest: &DestinationSettings) -> DestinationCheck {
+    match tokio::time::timeout(TEST_TIMEOUT, test_once(dest)).await {
+        Ok(check) => check,
+        Err(_) => DestinationCheck::timed_out(dest, TEST_TIMEOUT),
+    }
+}
+
+/// Tests every destination with `preflight` on, all at once. Until its test passes a
+/// destination is not ready. `bounded` runs fail on the first refusal; otherwise failing
+/// destinations are retried in the background until `shutdown`. `None`: shut down meanwhile.
 pub async fn preflight(
     destinations: &[DestinationSettings],
-    health: &[Arc<DestinationHealth>],
+    health: &Health,
+    dest_health: &[Arc<DestinationHealth>],
     bounded: bool,
     shutdown: &CancellationToken,
-) -> Result<Preflight, RunError> {
+) -> Result<Option<Preflight>, RunError> {
     let (tx, passed) = unbounded_channel();
-    let mut ready = Vec::with_capacity(destinations.len());
-    for (i, dest) in destinations.iter().enumerate() {
-        if !dest.preflight {
-            ready.push(true);
-            continue;
+    let mut ready: Vec<bool> = destinations.iter().map(|d| !d.preflight).collect();
+    for (i, _) in destinations.iter().enumerate().filter(|(_, d)| d.preflight) {
+        dest_health[i].report_failure(
+            "the start-up connection test has not passed yet".into(),
+            Some("preflight_pending".into()),
+        );
+    }
+    let tests = futures::future::join_all(
+        destinations
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.preflight)
+            .map(|(i, d)| async move { (i, test_bounded(d).await) }),
+    );
+    tokio::pin!(tests);
+    // The run loop has not started: beat for it, so liveness holds during the tests.
+    let mut beat = tokio::time::interval(Duration::from_secs(5));
+    let results = loop {
+        tokio::select! {
+            results = &mut tests => break results,
+            _ = beat.tick() => health.beat(),
+            () = shutdown.cancelled() => return Ok(None),
         }
-        let check = test_once(dest).await;
+    };
+    for (i, check) in results {
+        let dest = &destinations[i];
         report(dest, &check);
         if check.writable {
-            ready.push(true);
+            dest_health[i].report_success();
+            ready[i] = true;
             continue;
         }
         let (error, cause) = failure_text(&check);
@@ -117,17 +150,16 @@ pub async fn preflight(
                 error,
             });
         }
-        health[i].report_failure(error, cause);
-        ready.push(false);
+        dest_health[i].report_failure(error, cause);
         tokio::spawn(retry(
             i,
             dest.clone(),
-            health[i].clone(),
+            dest_health[i].clone(),
             tx.clone(),
             shutdown.clone(),
         ));
     }
-    Ok(Preflight { ready, passed })
+    Ok(Some(Preflight { ready, passed }))
 }
 
 async fn retry(
@@ -143,7 +175,7 @@ async fn retry(
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
         }
-        let check = test_once(&dest).await;
+        let check = test_bounded(&dest).await;
         report(&dest, &check);
         if check.writable {
             health.report_success();

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::IdentityCache;
 use aws_sdk_s3::config::{
     BehaviorVersion, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
@@ -22,6 +23,16 @@ use crate::config::{AuthSettings, DestinationSettings, Provider, UploadSettings,
 /// Builds the S3 client for a destination: region, endpoint, path style, credentials.
 pub async fn build_s3_client(dest: &DestinationSettings) -> Client {
     build_s3_client_with(dest, credentials_provider(dest).await)
+}
+
+/// Whether pail's own refresher caches the destination's credentials (STS methods): then the
+/// SDK must not cache them too, or a refresh would only take effect when the old credentials
+/// are about to expire.
+fn refreshed_by_pail(dest: &DestinationSettings) -> bool {
+    matches!(
+        dest.auth,
+        AuthSettings::WebIdentity(_) | AuthSettings::AssumeRole(_)
+    )
 }
 
 /// Builds the S3 client for a destination, signing with `credentials`.
@@ -46,6 +57,9 @@ pub fn build_s3_client_with(
         .timeout_config(timeouts);
     if let Some(endpoint) = &dest.endpoint {
         builder = builder.endpoint_url(endpoint);
+    }
+    if refreshed_by_pail(dest) {
+        builder = builder.identity_cache(IdentityCache::no_cache());
     }
     if !dest.provider.is_aws() {
         // The SDK's default flexible checksums break several S3-compatible stores.
