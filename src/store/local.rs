@@ -116,10 +116,25 @@ impl ObjectStore for LocalStore {
         Box::pin(async move {
             let path = self.path_of(key, "DELETE")?;
             match tokio::fs::remove_file(&path).await {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(self.error("DELETE", key, ErrorClass::Permanent, e.to_string())),
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(self.error("DELETE", key, ErrorClass::Permanent, e.to_string()));
+                }
             }
+            // Like an object store, leave no empty directories behind (up to the root; a
+            // directory that is not empty, or is in use, stays).
+            let mut dir = path.parent();
+            while let Some(d) = dir {
+                if d == self.root || !d.starts_with(&self.root) {
+                    break;
+                }
+                if tokio::fs::remove_dir(d).await.is_err() {
+                    break;
+                }
+                dir = d.parent();
+            }
+            Ok(())
         })
     }
 
