@@ -91,7 +91,10 @@ impl DestinationHealth {
     pub fn report_success(&self) {
         if self.failing.swap(false, Ordering::AcqRel) {
             let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(f) = failure.take() {
+            // Leaving the start-up "not tested yet" state is no recovery worth announcing.
+            if let Some(f) = failure.take()
+                && f.code.as_deref() != Some("preflight_pending")
+            {
                 tracing::info!(destination = %self.name, attempts = f.attempts,
                     "destination accepts uploads again; its partitions resume");
             }
