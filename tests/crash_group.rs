@@ -12,7 +12,7 @@ use std::time::Duration;
 use support::kafka::MockKafka;
 use support::s3::TestS3;
 use support::workers::{
-    Produced, audit, drain_once, log_count, produce_range, spawn_worker, wait_for_log,
+    Produced, audit, batch, drain_once, log_count, produce_range, spawn_worker, wait_for_log,
     wait_for_puts, worker_config,
 };
 
@@ -34,7 +34,6 @@ async fn group_with_kills(workers: usize, seed: u64) {
     let log = dir.path().join("workers.log");
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut produced = Produced::default();
-    let batch = PER_PARTITION / KILLS;
 
     let mut children: Vec<_> = (0..workers).map(|_| spawn_worker(&config, &log)).collect();
     let assigned = "partitions assigned";
@@ -43,12 +42,8 @@ async fn group_with_kills(workers: usize, seed: u64) {
         "the group never formed"
     );
     for round in 0..KILLS {
-        let end = if round == KILLS - 1 {
-            PER_PARTITION
-        } else {
-            (round + 1) * batch
-        };
-        produce_range(&kafka, PARTITIONS, round * batch..end, &mut produced);
+        let events = batch(round, KILLS, PER_PARTITION);
+        produce_range(&kafka, PARTITIONS, events, &mut produced);
         // Kill mid-delivery: once the group delivers this batch, after a random number of
         // further PUTs or at a random moment.
         assert!(

@@ -11,7 +11,7 @@ use std::time::Duration;
 use support::kafka::MockKafka;
 use support::s3::TestS3;
 use support::workers::{
-    Produced, audit, drain_once, produce_range, spawn_worker, wait_for_puts, worker_config,
+    Produced, audit, batch, drain_once, produce_range, spawn_worker, wait_for_puts, worker_config,
 };
 
 const PARTITIONS: i32 = 8;
@@ -26,17 +26,12 @@ async fn sigkill_ten_times_still_delivers_everything_exactly_once() {
     let config = worker_config(dir.path(), &kafka.brokers(), &s3.endpoint(), "crash", "1s");
     let log = dir.path().join("workers.log");
     let mut produced = Produced::default();
-    let batch = PER_PARTITION / KILLS;
 
     let mut rng = fastrand::Rng::with_seed(7);
     for round in 0..KILLS {
-        // A new batch for this round (the last takes the remainder).
-        let end = if round == KILLS - 1 {
-            PER_PARTITION
-        } else {
-            (round + 1) * batch
-        };
-        produce_range(&kafka, PARTITIONS, round * batch..end, &mut produced);
+        // A new batch for this round.
+        let events = batch(round, KILLS, PER_PARTITION);
+        produce_range(&kafka, PARTITIONS, events, &mut produced);
         let mut child = spawn_worker(&config, &log);
         // Wait until this worker delivers (the group join waits out the killed member's
         // session), then kill it after a random number of further PUTs (mid-upload,

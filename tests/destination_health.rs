@@ -112,6 +112,29 @@ async fn endpoint_address(log: &Path) -> String {
         .to_string()
 }
 
+/// Creates the missing bucket; waits until topic b's `n` events arrived there and the worker
+/// is ready again.
+async fn create_late_bucket(s3: &TestS3, late: &Path, addr: &str, n: usize) {
+    std::fs::create_dir(s3.bucket_dir("late")).unwrap();
+    eventually("topic b delivered", Duration::from_secs(90), || async {
+        delivered(late).len() == n
+    })
+    .await;
+    eventually("ready again", Duration::from_secs(30), || async {
+        get(addr, "/readyz").await.0 == 200
+    })
+    .await;
+}
+
+/// Stops the worker cleanly; every one of the `n` events of each topic is there exactly once.
+async fn stop_and_audit(child: tokio::process::Child, good: &Path, late: &Path, n: usize) {
+    stop(child).await;
+    for (seen, topic) in [(delivered(good), "a"), (delivered(late), "b")] {
+        assert_eq!(seen.len(), n, "topic {topic}");
+        assert!(seen.values().all(|c| *c == 1), "topic {topic} duplicated");
+    }
+}
+
 /// SIGTERM, then a clean exit.
 async fn stop(mut child: tokio::process::Child) {
     let pid = child.id().unwrap().to_string();
@@ -199,21 +222,9 @@ async fn a_destination_failing_its_start_up_test_is_not_consumed_until_it_passes
     assert_eq!(log_count(&log, "upload refused by the store"), 0);
 
     // Fixed: the next retry passes, its topic is subscribed, and everything arrives once.
-    std::fs::create_dir(s3.bucket_dir("late")).unwrap();
-    eventually("topic b delivered", Duration::from_secs(90), || async {
-        delivered(&late).len() == 200
-    })
-    .await;
-    eventually("ready again", Duration::from_secs(30), || async {
-        get(addr, "/readyz").await.0 == 200
-    })
-    .await;
+    create_late_bucket(&s3, &late, addr, 200).await;
     assert!(log_count(&log, "passed its connection test; consuming its topics") >= 1);
-    stop(child).await;
-    for (seen, topic) in [(delivered(&good), "a"), (delivered(&late), "b")] {
-        assert_eq!(seen.len(), 200, "topic {topic}");
-        assert!(seen.values().all(|n| *n == 1), "topic {topic} duplicated");
-    }
+    stop_and_audit(child, &good, &late, 200).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -272,22 +283,9 @@ async fn a_refusing_destination_pauses_only_its_partitions_and_catches_up_once_f
     .await;
 
     // Fix the destination: everything it held, and what waited in Kafka, arrives once.
-    std::fs::create_dir(s3.bucket_dir("late")).unwrap();
-    eventually("topic b delivered", Duration::from_secs(90), || async {
-        delivered(&late).len() == 600
-    })
-    .await;
-    eventually("ready again", Duration::from_secs(30), || async {
-        get(addr, "/readyz").await.0 == 200
-    })
-    .await;
+    create_late_bucket(&s3, &late, addr, 600).await;
     assert!(log_count(&log, "accepts uploads again") >= 1);
-
-    stop(child).await;
-    for (seen, topic) in [(delivered(&good), "a"), (delivered(&late), "b")] {
-        assert_eq!(seen.len(), 600, "topic {topic}");
-        assert!(seen.values().all(|n| *n == 1), "topic {topic} duplicated");
-    }
+    stop_and_audit(child, &good, &late, 600).await;
     let puts = s3.puts();
     assert!(puts.iter().all(|p| p.if_none_match && !p.overwrote));
 }

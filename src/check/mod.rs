@@ -83,13 +83,8 @@ pub struct DestinationCheck {
 }
 
 impl DestinationCheck {
-    /// The result of a test that got no answer within `after`.
-    pub fn timed_out(dest: &DestinationSettings, after: std::time::Duration) -> Self {
-        let message = format!("the connection test got no answer within {after:?}");
-        let endpoint = dest
-            .endpoint
-            .clone()
-            .unwrap_or_else(|| format!("the S3 endpoint of region {}", dest.region));
+    /// A report for `dest` with no step yet: nothing known to work.
+    fn new(dest: &DestinationSettings) -> Self {
         Self {
             destination: dest.name.clone(),
             url: dest.location.to_string(),
@@ -97,21 +92,33 @@ impl DestinationCheck {
             writable: false,
             identity: None,
             conditional_writes: ConditionalWrites::Unknown,
-            steps: vec![failed(
-                "put",
-                message.clone(),
-                Diagnosis {
-                    cause: Cause::EndpointUnreachable,
-                    message,
-                    fix: format!(
-                        "check that {endpoint} (and STS, for roles) answers from here: DNS, \
-                         firewall, proxy"
-                    ),
-                    policy: None,
-                    transient: true,
-                },
-            )],
+            steps: Vec::new(),
         }
+    }
+
+    /// The result of a test that got no answer within `after`.
+    pub fn timed_out(dest: &DestinationSettings, after: std::time::Duration) -> Self {
+        let message = format!("the connection test got no answer within {after:?}");
+        let endpoint = dest
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| format!("the S3 endpoint of region {}", dest.region));
+        let mut report = Self::new(dest);
+        report.steps.push(failed(
+            "put",
+            message.clone(),
+            Diagnosis {
+                cause: Cause::EndpointUnreachable,
+                message,
+                fix: format!(
+                    "check that {endpoint} (and STS, for roles) answers from here: DNS, \
+                     firewall, proxy"
+                ),
+                policy: None,
+                transient: true,
+            },
+        ));
+        report
     }
 
     /// The first failed step's diagnosis.
@@ -238,15 +245,7 @@ async fn credentials(
 
 /// Tests one destination.
 pub async fn check_destination(dest: &DestinationSettings, opts: CheckOptions) -> DestinationCheck {
-    let mut report = DestinationCheck {
-        destination: dest.name.clone(),
-        url: dest.location.to_string(),
-        ok: false,
-        writable: false,
-        identity: None,
-        conditional_writes: ConditionalWrites::Unknown,
-        steps: Vec::new(),
-    };
+    let mut report = DestinationCheck::new(dest);
     let mut multipart_store = None;
     let store: Arc<dyn ObjectStore> = match &dest.location {
         Location::Local { root } => {

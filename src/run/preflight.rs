@@ -139,7 +139,7 @@ pub async fn preflight(
         let dest = &destinations[i];
         report(dest, &check);
         if check.writable {
-            dest_health[i].report_success();
+            dest_health[i].mark_ready();
             ready[i] = true;
             continue;
         }

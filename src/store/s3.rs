@@ -188,12 +188,6 @@ impl S3Store {
         self
     }
 
-    /// Sends part checksums (for AWS; see [`build_s3_client`]).
-    pub fn with_part_checksums(mut self, on: bool) -> Self {
-        self.part_checksums = on;
-        self
-    }
-
     pub(super) fn target(&self, key: &str) -> String {
         format!("s3://{}/{key}", self.bucket)
     }

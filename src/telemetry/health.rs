@@ -91,14 +91,20 @@ impl DestinationHealth {
     pub fn report_success(&self) {
         if self.failing.swap(false, Ordering::AcqRel) {
             let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
-            // Leaving the start-up "not tested yet" state is no recovery worth announcing.
-            if let Some(f) = failure.take()
-                && f.code.as_deref() != Some("preflight_pending")
-            {
+            if let Some(f) = failure.take() {
                 tracing::info!(destination = %self.name, attempts = f.attempts,
                     "destination accepts uploads again; its partitions resume");
             }
         }
+    }
+
+    /// The destination passed its first start-up test: ready, with nothing to announce.
+    pub fn mark_ready(&self) {
+        self.failing.store(false, Ordering::Release);
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
     }
 
     /// True while the last upload attempt was refused for good.

@@ -130,6 +130,18 @@ pub fn produce(kafka: &MockKafka, partitions: i32, per_partition: i64) -> Produc
     produced
 }
 
+/// The events of feeding round `round` of `rounds`: an equal share of `per_partition` per
+/// round, the last taking the remainder.
+pub fn batch(round: i64, rounds: i64, per_partition: i64) -> std::ops::Range<i64> {
+    let size = per_partition / rounds;
+    let end = if round == rounds - 1 {
+        per_partition
+    } else {
+        (round + 1) * size
+    };
+    round * size..end
+}
+
 /// Produces events `range` (their index within each partition) to every partition of
 /// `events`, adding their ids to `produced`; every 37th is malformed. Feeding a topic in
 /// batches keeps workers busy until the last kill.
