@@ -9,9 +9,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pail::buffer::Segment;
-use pail::config::{Compression, ParquetSettings};
+use pail::config::{Compression, MetadataColumns, ParquetSettings};
 use pail::encode::{Provenance, encode_parquet};
 use pail::run::{RunOptions, run};
+use pail::schema::{Fields, SchemaSettings};
 use tokio_util::sync::CancellationToken;
 
 fn events(target_bytes: usize) -> Vec<String> {
@@ -85,27 +86,32 @@ fn main() {
             .sum::<usize>()
     });
 
+    let schema_settings = SchemaSettings::default();
     let build = || {
         let mut seg = Segment::new("events".into(), 0, 0, 0);
         for (i, l) in lines.iter().enumerate() {
             let obj: serde_json::Map<String, serde_json::Value> =
                 serde_json::from_str(l).unwrap_or_default();
-            seg.push_row(
-                "p".into(),
-                l.as_bytes(),
-                &obj,
-                i as i64,
-                Some(1_763_600_000_000),
-            );
+            if schema_settings.admit(&mut seg.schema, &obj).is_ok() {
+                seg.push_row(
+                    "p".into(),
+                    l.as_bytes(),
+                    None,
+                    i as i64,
+                    Some(1_763_600_000_000),
+                );
+            }
         }
         seg
     };
     let buffer = best_of(3, build);
     let mut seg = build();
     let file = seg.files.remove("p").unwrap_or_default();
+    let file_schema = schema_settings.file_schema(&mut Fields::default(), &seg.schema);
     let settings = ParquetSettings {
         compression: Compression::Zstd,
         row_group_size: 128 * 1024,
+        metadata: MetadataColumns::ALL,
     };
     let source = Provenance {
         topic: "events",
@@ -113,7 +119,7 @@ fn main() {
     };
     let mut parquet_len = 0;
     let encode = best_of(3, || {
-        let out = encode_parquet(&file, source, &settings).unwrap_or_default();
+        let out = encode_parquet(&file, &file_schema, source, &settings).unwrap_or_default();
         parquet_len = out.len();
     });
 

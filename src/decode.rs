@@ -17,10 +17,17 @@ pub enum BadPayload {
     Json(String),
     #[error("payload is JSON {0}, but events must be JSON objects")]
     NotAnObject(&'static str),
+    #[error("payload is nested {depth} levels deep, over the limit of {limit} (max_depth)")]
+    TooDeep { depth: usize, limit: usize },
 }
 
-/// Parses one payload into a JSON object.
-pub fn decode(payload: Option<&[u8]>, max_bytes: usize) -> Result<Map<String, Value>, BadPayload> {
+/// Parses one payload into a JSON object no larger than `max_bytes` and nested no deeper than
+/// `max_depth`.
+pub fn decode(
+    payload: Option<&[u8]>,
+    max_bytes: usize,
+    max_depth: usize,
+) -> Result<Map<String, Value>, BadPayload> {
     let bytes = payload.ok_or(BadPayload::Tombstone)?;
     if bytes.len() > max_bytes {
         return Err(BadPayload::TooLarge {
@@ -29,7 +36,16 @@ pub fn decode(payload: Option<&[u8]>, max_bytes: usize) -> Result<Map<String, Va
         });
     }
     match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(map)) => Ok(map),
+        Ok(Value::Object(map)) => {
+            let depth = crate::schema::depth_of_object(&map);
+            if depth > max_depth {
+                return Err(BadPayload::TooDeep {
+                    depth,
+                    limit: max_depth,
+                });
+            }
+            Ok(map)
+        }
         Ok(other) => Err(BadPayload::NotAnObject(match other {
             Value::Null => "null",
             Value::Bool(_) => "a boolean",
@@ -48,22 +64,26 @@ mod tests {
 
     #[test]
     fn objects_pass_everything_else_is_named() {
-        assert!(decode(Some(br#"{"a":1}"#), 100).is_ok());
-        assert_eq!(decode(None, 100), Err(BadPayload::Tombstone));
+        assert!(decode(Some(br#"{"a":1}"#), 100, 8).is_ok());
+        assert_eq!(decode(None, 100, 8), Err(BadPayload::Tombstone));
         assert_eq!(
-            decode(Some(b"[1]"), 100),
+            decode(Some(b"[1]"), 100, 8),
             Err(BadPayload::NotAnObject("an array"))
         );
         assert!(matches!(
-            decode(Some(b"{\"a\":"), 100),
+            decode(Some(b"{\"a\":"), 100, 8),
             Err(BadPayload::Json(m)) if m.contains("line 1")
         ));
         assert!(matches!(
-            decode(Some(b"\xff\xfe"), 100),
+            decode(Some(b"\xff\xfe"), 100, 8),
             Err(BadPayload::Json(_))
         ));
         assert_eq!(
-            decode(Some(&[b' '; 101]), 100),
+            decode(Some(br#"{"a":[[1]]}"#), 100, 2),
+            Err(BadPayload::TooDeep { depth: 3, limit: 2 })
+        );
+        assert_eq!(
+            decode(Some(&[b' '; 101]), 100, 8),
             Err(BadPayload::TooLarge {
                 size: 101,
                 limit: 100

@@ -1,4 +1,4 @@
-//! Sealed files → Parquet bytes (and dead letters → NDJSON), with provenance metadata.
+//! Sealed files → Parquet bytes, with `_kafka_*` metadata columns and provenance metadata.
 //!
 //! The fast path feeds the buffered payloads straight into arrow-json's decoder with the
 //! inferred schema. If a file holds a type conflict that decoder cannot coerce (an object in
@@ -17,19 +17,26 @@ use parquet::basic::{Compression as ParquetCompression, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use thiserror::Error;
 
-use crate::buffer::{OpenFile, RowMeta};
+use base64::Engine as _;
+
+use crate::buffer::OpenFile;
 use crate::config::{Compression, ParquetSettings};
+use crate::schema::FileSchema;
 
 /// The pail version written into every file and object.
 pub const PAIL_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Metadata columns added to every row, unless an event field of the same name exists.
+/// Metadata columns added to every row (as configured), unless an event field of the same
+/// name exists: the event's own field wins.
 pub const META_TOPIC: &str = "_kafka_topic";
 pub const META_PARTITION: &str = "_kafka_partition";
 pub const META_OFFSET: &str = "_kafka_offset";
 pub const META_TIMESTAMP: &str = "_kafka_timestamp";
+/// The record key: its text when UTF-8, its standard base64 otherwise.
+pub const META_KEY: &str = "_kafka_key";
 
 /// Encoding failed; this is a bug or resource problem, never a property of one record.
 #[derive(Debug, Error)]
@@ -51,39 +58,60 @@ pub struct Provenance<'a> {
     pub partition: i32,
 }
 
-/// Encodes one open file as a Parquet object.
+/// Encodes one open file as a Parquet object with the columns of `schema`.
 pub fn encode_parquet(
     file: &OpenFile,
+    schema: &FileSchema,
     source: Provenance<'_>,
     settings: &ParquetSettings,
 ) -> Result<Vec<u8>, EncodeError> {
-    match encode_with(file, source, settings, false) {
+    if !schema.raw_decodable() {
+        return encode_with(file, schema, source, settings, true);
+    }
+    match encode_with(file, schema, source, settings, false) {
         Ok(bytes) => Ok(bytes),
-        Err(EncodeError::Arrow(_)) => encode_with(file, source, settings, true),
+        Err(EncodeError::Arrow(_)) => encode_with(file, schema, source, settings, true),
         Err(other) => Err(other),
     }
 }
 
+fn meta_fields(file: &OpenFile, schema: &FileSchema, settings: &ParquetSettings) -> Vec<Field> {
+    let m = settings.metadata;
+    [
+        (m.topic, Field::new(META_TOPIC, DataType::Utf8, false)),
+        (
+            m.partition,
+            Field::new(META_PARTITION, DataType::Int32, false),
+        ),
+        (m.offset, Field::new(META_OFFSET, DataType::Int64, false)),
+        (
+            m.timestamp,
+            Field::new(
+                META_TIMESTAMP,
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
+        ),
+        (
+            m.key && file.has_keys(),
+            Field::new(META_KEY, DataType::Utf8, true),
+        ),
+    ]
+    .into_iter()
+    .filter(|(on, f)| *on && !schema.contains(f.name()))
+    .map(|(_, f)| f)
+    .collect()
+}
+
 fn encode_with(
     file: &OpenFile,
+    file_schema: &FileSchema,
     source: Provenance<'_>,
     settings: &ParquetSettings,
     normalize: bool,
 ) -> Result<Vec<u8>, EncodeError> {
-    let user_fields = file.schema.to_arrow();
-    let meta_fields: Vec<Field> = [
-        Field::new(META_TOPIC, DataType::Utf8, false),
-        Field::new(META_PARTITION, DataType::Int32, false),
-        Field::new(META_OFFSET, DataType::Int64, false),
-        Field::new(
-            META_TIMESTAMP,
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            true,
-        ),
-    ]
-    .into_iter()
-    .filter(|f| !file.schema.contains(f.name()))
-    .collect();
+    let user_fields = file_schema.to_arrow();
+    let meta_fields = meta_fields(file, file_schema, settings);
     let user_schema: SchemaRef = Arc::new(Schema::new(user_fields.clone()));
     let mut all: Vec<Arc<Field>> = user_fields.iter().cloned().collect();
     all.extend(meta_fields.iter().cloned().map(Arc::new));
@@ -98,9 +126,8 @@ fn encode_with(
     let mut row = 0;
     while row < file.rows.len() {
         let n = batch_rows.min(file.rows.len() - row);
-        let user_columns = decode_rows(file, &user_schema, row, n, normalize)?;
-        let mut columns = user_columns;
-        columns.extend(meta_columns(&meta_fields, &file.rows[row..row + n], source));
+        let mut columns = decode_rows(file, file_schema, &user_schema, row, n, normalize)?;
+        columns.extend(meta_columns(&meta_fields, file, row, n, source));
         let batch = RecordBatch::try_new_with_options(
             schema.clone(),
             columns,
@@ -115,6 +142,7 @@ fn encode_with(
 /// Decodes rows `[row, row + n)` into the user columns of `schema`.
 fn decode_rows(
     file: &OpenFile,
+    file_schema: &FileSchema,
     schema: &SchemaRef,
     row: usize,
     n: usize,
@@ -132,7 +160,7 @@ fn decode_rows(
             .map(|i| {
                 let v: serde_json::Map<String, serde_json::Value> =
                     serde_json::from_slice(file.payload(i))?;
-                Ok(file.schema.normalize_object(&v))
+                Ok(file_schema.normalize_object(&v))
             })
             .collect::<Result<Vec<_>, serde_json::Error>>()?;
         decoder.serialize(&values)?;
@@ -160,16 +188,29 @@ fn decode_rows(
     Ok(batch.columns().to_vec())
 }
 
-fn meta_columns(fields: &[Field], rows: &[RowMeta], source: Provenance<'_>) -> Vec<ArrayRef> {
+fn meta_columns(
+    fields: &[Field],
+    file: &OpenFile,
+    row: usize,
+    n: usize,
+    source: Provenance<'_>,
+) -> Vec<ArrayRef> {
+    let rows = &file.rows[row..row + n];
     fields
         .iter()
         .map(|f| -> ArrayRef {
             match f.name().as_str() {
-                META_TOPIC => Arc::new(StringArray::from(vec![source.topic; rows.len()])),
-                META_PARTITION => Arc::new(Int32Array::from(vec![source.partition; rows.len()])),
+                META_TOPIC => Arc::new(StringArray::from(vec![source.topic; n])),
+                META_PARTITION => Arc::new(Int32Array::from(vec![source.partition; n])),
                 META_OFFSET => {
                     Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.offset)))
                 }
+                META_KEY => Arc::new(StringArray::from_iter((row..row + n).map(|i| {
+                    file.key(i).map(|k| match std::str::from_utf8(k) {
+                        Ok(text) => text.to_string(),
+                        Err(_) => base64::engine::general_purpose::STANDARD.encode(k),
+                    })
+                }))),
                 _ => Arc::new(
                     TimestampMicrosecondArray::from_iter(
                         rows.iter()
@@ -198,7 +239,10 @@ fn writer_properties(
     WriterProperties::builder()
         .set_compression(compression)
         .set_max_row_group_row_count(Some(settings.row_group_size))
+        // Page-level statistics also write the column and offset indexes (page indexes).
         .set_statistics_enabled(EnabledStatistics::Page)
+        // Offsets are unique: a dictionary would never pay for itself.
+        .set_column_dictionary_enabled(ColumnPath::from(META_OFFSET), false)
         .set_created_by(format!("pail version {PAIL_VERSION}"))
         .set_key_value_metadata(Some(vec![
             kv("pail.version", PAIL_VERSION.to_string()),
@@ -215,6 +259,8 @@ fn writer_properties(
 mod tests {
     use super::*;
     use crate::buffer::Segment;
+    use crate::config::MetadataColumns;
+    use crate::schema::{Fields, InferRules, SchemaSettings};
     use bytes::Bytes;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -222,25 +268,40 @@ mod tests {
         ParquetSettings {
             compression: Compression::Zstd,
             row_group_size: 3,
+            metadata: MetadataColumns::ALL,
         }
     }
 
-    fn file_of(lines: &[&str]) -> OpenFile {
+    /// A file of these lines (every other one keyed), and the schema inferred from them.
+    fn file_of(lines: &[&str]) -> (OpenFile, FileSchema) {
         let mut seg = Segment::new("t".into(), 0, 0, 0);
+        let rules = InferRules {
+            temporal_strings: true,
+            ..InferRules::default()
+        };
         for (i, l) in lines.iter().enumerate() {
             let v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(l).unwrap();
+            seg.schema.merge_object(&v, &rules);
+            let key = (i % 2 == 0).then_some(if i % 4 == 0 { &b"k"[..] } else { b"\xff" });
             seg.push_row(
                 "p".into(),
                 l.as_bytes(),
-                &v,
+                key,
                 i as i64,
                 Some(1_000 + i as i64),
             );
         }
-        seg.files.remove("p").unwrap()
+        let schema = SchemaSettings::default().file_schema(&mut Fields::default(), &seg.schema);
+        (seg.files.remove("p").unwrap(), schema)
     }
 
-    fn read(bytes: Vec<u8>) -> Vec<RecordBatch> {
+    fn encode(lines: &[&str], settings: &ParquetSettings) -> Vec<RecordBatch> {
+        let (file, schema) = file_of(lines);
+        let source = Provenance {
+            topic: "t",
+            partition: 7,
+        };
+        let bytes = encode_parquet(&file, &schema, source, settings).unwrap();
         ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes))
             .unwrap()
             .build()
@@ -249,24 +310,29 @@ mod tests {
             .unwrap()
     }
 
+    fn strings(batches: &[RecordBatch], column: &str) -> Vec<Option<String>> {
+        batches
+            .iter()
+            .flat_map(|b| {
+                let col = b.column_by_name(column).unwrap();
+                let col = col.as_any().downcast_ref::<StringArray>().unwrap();
+                col.iter()
+                    .map(|v| v.map(str::to_string))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     #[test]
     fn round_trips_rows_nested_fields_and_metadata_columns() {
-        let file = file_of(&[
-            r#"{"id":1,"user":{"name":"a","tags":["x"]}}"#,
-            r#"{"id":2,"user":{"name":"b"},"extra":1.5}"#,
-            "{\n\"id\": 3\n}",
-            r#"{"id":4}"#,
-        ]);
-        let batches = read(
-            encode_parquet(
-                &file,
-                Provenance {
-                    topic: "t",
-                    partition: 7,
-                },
-                &settings(),
-            )
-            .unwrap(),
+        let batches = encode(
+            &[
+                r#"{"id":1,"user":{"name":"a","tags":["x"]},"at":"2026-01-01T00:00:00Z"}"#,
+                r#"{"id":2,"user":{"name":"b"},"extra":1.5}"#,
+                "{\n\"id\": 3\n}",
+                r#"{"id":4}"#,
+            ],
+            &settings(),
         );
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         assert_eq!(rows, 4);
@@ -275,9 +341,14 @@ mod tests {
             schema.field_with_name("id").unwrap().data_type(),
             &DataType::Int64
         );
+        let micros_utc = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        assert_eq!(
+            schema.field_with_name("at").unwrap().data_type(),
+            &micros_utc
+        );
         assert_eq!(
             schema.field_with_name(META_TIMESTAMP).unwrap().data_type(),
-            &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+            &micros_utc
         );
         let parts = batches[0].column_by_name(META_PARTITION).unwrap();
         assert_eq!(
@@ -288,73 +359,115 @@ mod tests {
                 .value(0),
             7
         );
+        assert_eq!(
+            strings(&batches, META_KEY),
+            [Some("k".to_string()), None, Some("/w==".to_string()), None]
+        );
+    }
+
+    #[test]
+    fn metadata_columns_follow_the_settings() {
+        let mut s = settings();
+        s.metadata = MetadataColumns {
+            offset: true,
+            ..MetadataColumns::NONE
+        };
+        let batches = encode(&[r#"{"id":1}"#], &s);
+        let names: Vec<String> = batches[0]
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(names, ["id", META_OFFSET]);
     }
 
     #[test]
     fn type_conflicts_fall_back_to_json_text_without_losing_rows() {
-        let file = file_of(&[
-            r#"{"v":1}"#,
-            r#"{"v":{"a":[1,2]}}"#,
-            r#"{"v":"s"}"#,
-            r#"{"v":{}}"#,
-        ]);
-        let batches = read(
-            encode_parquet(
-                &file,
-                Provenance {
-                    topic: "t",
-                    partition: 0,
-                },
-                &settings(),
-            )
-            .unwrap(),
+        let batches = encode(
+            &[
+                r#"{"v":1}"#,
+                r#"{"v":{"a":[1,2]}}"#,
+                r#"{"v":"s"}"#,
+                r#"{"v":{}}"#,
+            ],
+            &settings(),
         );
-        let mut values = Vec::new();
-        for b in &batches {
-            let col = b
-                .column_by_name("v")
-                .unwrap()
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .unwrap()
-                .clone();
-            values.extend(col.iter().map(|v| v.unwrap().to_string()));
-        }
+        let values: Vec<String> = strings(&batches, "v").into_iter().flatten().collect();
         assert_eq!(values, ["1", "{\"a\":[1,2]}", "s", "{}"]);
     }
 
     #[test]
     fn a_field_named_like_a_metadata_column_wins() {
-        let file = file_of(&[r#"{"_kafka_offset":"mine"}"#]);
-        let batches = read(
-            encode_parquet(
-                &file,
-                Provenance {
-                    topic: "t",
-                    partition: 0,
-                },
-                &settings(),
-            )
-            .unwrap(),
-        );
+        let batches = encode(&[r#"{"_kafka_offset":"mine"}"#], &settings());
         let col = batches[0].column_by_name(META_OFFSET).unwrap();
         assert_eq!(col.data_type(), &DataType::Utf8);
     }
 
     #[test]
     fn empty_objects_still_make_rows() {
-        let file = file_of(&["{}", "{}"]);
-        let batches = read(
-            encode_parquet(
-                &file,
-                Provenance {
-                    topic: "t",
-                    partition: 0,
-                },
-                &settings(),
-            )
-            .unwrap(),
-        );
+        let batches = encode(&["{}", "{}"], &settings());
         assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+    }
+
+    #[test]
+    fn declared_columns_are_written_with_their_types() {
+        use crate::schema::declared::{Column, Declared, UnknownFields, parse_type};
+        use arrow::array::{Array, Date32Array, Decimal128Array, StructArray};
+        let col = |name: &str, ty: &str, nullable: bool| Column {
+            name: name.into(),
+            ty: parse_type(ty).unwrap(),
+            nullable,
+        };
+        let declared = Declared {
+            columns: vec![
+                col("id", "int64", false),
+                col("at", "timestamp", true),
+                col("day", "date", true),
+                col("price", "decimal(10,2)", true),
+                col("user", "struct<name: string not null>", true),
+                col("raw", "json", true),
+            ],
+            unknown_fields: UnknownFields::Ignore,
+        };
+        let lines = [
+            r#"{"id":1,"at":1000,"day":"1970-01-02","price":"1.5","user":{"name":"a"},"raw":{"x":1},"extra":1}"#,
+            r#"{"id":2,"at":"1970-01-01T00:00:02Z","day":null,"price":2,"user":null,"raw":[1]}"#,
+        ];
+        let (file, _) = file_of(&lines);
+        let schema = FileSchema::Declared(Arc::new(declared));
+        let source = Provenance {
+            topic: "t",
+            partition: 0,
+        };
+        let bytes = encode_parquet(&file, &schema, source, &settings()).unwrap();
+        let batch = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes))
+            .unwrap()
+            .build()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let at = batch.column_by_name("at").unwrap();
+        let at = at
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .unwrap();
+        assert_eq!((at.value(0), at.value(1)), (1_000_000, 2_000_000));
+        let day = batch.column_by_name("day").unwrap();
+        let day = day.as_any().downcast_ref::<Date32Array>().unwrap();
+        assert_eq!((day.value(0), day.is_null(1)), (1, true));
+        let price = batch.column_by_name("price").unwrap();
+        let price = price.as_any().downcast_ref::<Decimal128Array>().unwrap();
+        assert_eq!((price.value(0), price.value(1)), (150, 200));
+        let user = batch.column_by_name("user").unwrap();
+        let user = user.as_any().downcast_ref::<StructArray>().unwrap();
+        assert!(user.is_valid(0) && user.is_null(1));
+        assert_eq!(
+            strings(std::slice::from_ref(&batch), "raw"),
+            [Some("{\"x\":1}".to_string()), Some("[1]".to_string())]
+        );
+        assert!(batch.column_by_name("extra").is_none());
+        assert!(!batch.schema().field_with_name("id").unwrap().is_nullable());
     }
 }

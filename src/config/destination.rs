@@ -155,6 +155,8 @@ pub(super) fn destination(
         );
     }
     let upload = upload(raw, at, p);
+    let schema = super::schema::schema(raw, at, p);
+    let metadata = super::schema::metadata_columns(&raw.schema, at, p);
     if p.0.len() != before {
         return None;
     }
@@ -178,8 +180,10 @@ pub(super) fn destination(
         parquet: ParquetSettings {
             compression: compression?,
             row_group_size,
+            metadata: metadata?,
         },
         upload: upload?,
+        schema: schema?,
     })
 }
 

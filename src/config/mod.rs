@@ -5,6 +5,7 @@ mod connection;
 mod destination;
 mod interpolate;
 mod raw;
+mod schema;
 mod secret;
 mod settings;
 mod units;
@@ -22,8 +23,8 @@ pub use destination::parse_url;
 pub use secret::Secret;
 pub use settings::{
     BadRecordPolicy, Compression, DestinationSettings, FILE_TOPIC, FileSettings, KafkaProperties,
-    KafkaSettings, Location, ParquetSettings, RotationSettings, Settings, SourceSettings,
-    TelemetrySettings, UploadSettings, WorkerSettings,
+    KafkaSettings, Location, MetadataColumns, ParquetSettings, RotationSettings, Settings,
+    SourceSettings, TelemetrySettings, UploadSettings, WorkerSettings,
 };
 pub use units::{format_duration, parse_duration, parse_size};
 

@@ -78,6 +78,51 @@ pub struct RawDestination {
     pub parquet: RawParquet,
     #[serde(default)]
     pub upload: RawUpload,
+    #[serde(default)]
+    pub schema: RawSchema,
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+/// `[destinations.schema]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSchema {
+    /// `infer` (the default) or `declared`.
+    pub mode: Option<String>,
+    /// Infer mode: a type conflict makes the record bad instead of the field a string.
+    pub strict: Option<bool>,
+    /// Infer mode: recognise RFC 3339 strings as timestamps and `YYYY-MM-DD` as dates.
+    pub detect_timestamps: Option<bool>,
+    /// Fields (dotted paths) kept as JSON text.
+    pub json_columns: Option<Vec<String>>,
+    /// Declared mode: the columns.
+    pub columns: Option<Vec<RawColumn>>,
+    /// Declared mode: an Arrow JSON schema or a Parquet message type.
+    pub schema_file: Option<String>,
+    /// Declared mode: `dead_letter` (the default) or `ignore`.
+    pub unknown_fields: Option<String>,
+    /// `true` (the default), `false`, or a list of `_kafka_*` column names.
+    pub metadata_columns: Option<toml::Value>,
+}
+
+/// One `columns` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawColumn {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+    pub nullable: Option<bool>,
+}
+
+/// `[destinations.limits]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_record_size: Option<String>,
+    pub max_depth: Option<u64>,
+    pub max_columns: Option<u64>,
 }
 
 /// `[destinations.upload]`.

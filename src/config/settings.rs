@@ -117,6 +117,8 @@ pub struct DestinationSettings {
     pub rotation: RotationSettings,
     pub parquet: ParquetSettings,
     pub upload: UploadSettings,
+    /// How records are typed, and the limits a record must keep to.
+    pub schema: crate::schema::SchemaSettings,
 }
 
 /// How objects are sent: one PUT, or a multipart upload above a threshold.
@@ -187,6 +189,38 @@ pub struct RotationSettings {
 pub struct ParquetSettings {
     pub compression: Compression,
     pub row_group_size: usize,
+    /// The `_kafka_*` columns added to every row.
+    pub metadata: MetadataColumns,
+}
+
+/// Which `_kafka_*` metadata columns files get (`[destinations.schema] metadata_columns`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct MetadataColumns {
+    pub topic: bool,
+    pub partition: bool,
+    pub offset: bool,
+    pub timestamp: bool,
+    /// `_kafka_key`, in files where at least one record has a key.
+    pub key: bool,
+}
+
+impl MetadataColumns {
+    /// Every metadata column (the default).
+    pub const ALL: Self = Self {
+        topic: true,
+        partition: true,
+        offset: true,
+        timestamp: true,
+        key: true,
+    };
+    /// None at all.
+    pub const NONE: Self = Self {
+        topic: false,
+        partition: false,
+        offset: false,
+        timestamp: false,
+        key: false,
+    };
 }
 
 /// Parquet column compression.

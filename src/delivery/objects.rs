@@ -1,12 +1,15 @@
 //! A sealed segment → the objects that hold it: one Parquet object per output path, plus one
 //! NDJSON dead-letter object when the segment has bad records.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use crate::buffer::Segment;
 use crate::config::ParquetSettings;
 use crate::encode::{EncodeError, PAIL_VERSION, Provenance, encode_parquet};
 use crate::partition::sanitize;
+use crate::schema::FileSchema;
 use crate::store::ObjectMetadata;
 
 /// One object to upload.
@@ -52,9 +55,20 @@ pub fn plan_objects(
 ) -> Result<Vec<PlannedObject>, EncodeError> {
     let mut objects = Vec::with_capacity(seg.files.len() + 1);
     let name = object_name(&seg.topic, seg.partition, seg.start, "parquet");
+    // The pipeline sets the schema when it seals; a segment sealed elsewhere is written with
+    // its own.
+    let own;
+    let schema = match &seg.written_as {
+        Some(schema) => schema,
+        None => {
+            own = FileSchema::Inferred(Arc::new(seg.schema.clone()));
+            &own
+        }
+    };
     for (path, file) in &seg.files {
         let body = encode_parquet(
             file,
+            schema,
             Provenance {
                 topic: &seg.topic,
                 partition: seg.partition,

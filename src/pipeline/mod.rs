@@ -16,6 +16,7 @@ use crate::config::{BadRecordPolicy, DestinationSettings};
 use crate::decode::decode;
 use crate::delivery::intent::{IntentError, RecoveryPlan};
 use crate::delivery::{Completion, Delivery, DeliveryError, PartitionKey, Target, object_name};
+use crate::schema::Fields;
 use crate::source::Record;
 use crate::telemetry::METRICS;
 
@@ -77,7 +78,6 @@ pub struct RunStats {
 pub struct Limits {
     pub max_buffer_bytes: usize,
     pub max_in_flight_segments: usize,
-    pub max_record_bytes: usize,
 }
 
 /// Which partitions the source should stop fetching.
@@ -103,6 +103,8 @@ pub struct Pipeline {
     destinations: Vec<Destination>,
     routes: HashMap<Arc<str>, Option<usize>>,
     open: HashMap<PartitionKey, Segment>,
+    /// The evolving schema of each destination and topic (infer mode), files are written with.
+    schemas: HashMap<(usize, Arc<str>), Fields>,
     progress: HashMap<PartitionKey, Progress>,
     /// Partitions whose progress changed since the last `pending_commits`.
     touched: BTreeSet<PartitionKey>,
@@ -129,6 +131,7 @@ impl Pipeline {
             destinations,
             routes: HashMap::new(),
             open: HashMap::new(),
+            schemas: HashMap::new(),
             progress: HashMap::new(),
             touched: BTreeSet::new(),
             deferred: BTreeSet::new(),
@@ -243,10 +246,26 @@ impl Pipeline {
                 if over_paths {
                     self.seal(&key, SealReason::OpenPaths);
                 }
-                let payload = rec.payload.as_deref().unwrap_or_default();
-                let seg = self.segment(&key, dest_idx, rec.offset);
-                seg.push_row(path, payload, &object, rec.offset, rec.timestamp_ms);
-                self.open_bytes += payload.len();
+                // Admitted against the segment the record lands in (after any seal above), so
+                // a replay of that segment admits exactly the same records.
+                self.segment(&key, dest_idx, rec.offset);
+                let admitted = match self.open.get_mut(&key) {
+                    Some(seg) => self.destinations[dest_idx]
+                        .settings
+                        .schema
+                        .admit(&mut seg.schema, &object),
+                    None => Ok(()),
+                };
+                match admitted {
+                    Ok(()) => {
+                        let payload = rec.payload.as_deref().unwrap_or_default();
+                        let key_bytes = rec.key.as_deref();
+                        let seg = self.segment(&key, dest_idx, rec.offset);
+                        seg.push_row(path, payload, key_bytes, rec.offset, rec.timestamp_ms);
+                        self.open_bytes += payload.len() + key_bytes.map_or(0, <[u8]>::len);
+                    }
+                    Err(reason) => self.bad_record(&key, dest_idx, &rec, reason)?,
+                }
             }
             Err(reason) => self.bad_record(&key, dest_idx, &rec, reason)?,
         }
@@ -288,8 +307,12 @@ impl Pipeline {
     ) -> Result<(String, Map<String, Value>), String> {
         let dest = &self.destinations[dest_idx];
         let s = &dest.settings;
-        let object = decode(rec.payload.as_deref(), self.limits.max_record_bytes)
-            .map_err(|e| e.to_string())?;
+        let object = decode(
+            rec.payload.as_deref(),
+            s.schema.max_record_bytes,
+            s.schema.max_depth,
+        )
+        .map_err(|e| e.to_string())?;
         let ts = s
             .timestamp
             .extract(rec.timestamp_ms, &object)
@@ -361,10 +384,20 @@ impl Pipeline {
 
     /// Seals a partition's open segment; it is uploaded once its intent is committed.
     pub fn seal(&mut self, key: &PartitionKey, reason: SealReason) {
-        let Some(seg) = self.open.remove(key) else {
+        let Some(mut seg) = self.open.remove(key) else {
             return;
         };
         self.open_bytes = self.open_bytes.saturating_sub(seg.bytes);
+        let evolving = self
+            .schemas
+            .entry((seg.destination, seg.topic.clone()))
+            .or_default();
+        seg.written_as = Some(
+            self.destinations[seg.destination]
+                .settings
+                .schema
+                .file_schema(evolving, &seg.schema),
+        );
         METRICS.segments_sealed.inc();
         tracing::debug!(
             topic = %seg.topic, partition = seg.partition, start = seg.start, end = seg.end,

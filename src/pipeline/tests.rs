@@ -34,7 +34,6 @@ fn pipeline(root: &Path, max_records: u64) -> Pipeline {
     let limits = Limits {
         max_buffer_bytes: 1 << 30,
         max_in_flight_segments: 64,
-        max_record_bytes: 1 << 20,
     };
     let dest = Destination {
         settings: d,

@@ -31,7 +31,15 @@ pub(super) async fn run_file(
         shutdown,
         uploads: uploads_stop,
     } = stops;
-    let mut reader = FileSource::open(source.path.as_deref(), DEFAULT_MAX_RECORD_BYTES).await?;
+    // Lines longer than every destination's record limit are bad records whatever their
+    // route; the reader keeps only that much of them.
+    let max_record = settings
+        .destinations
+        .iter()
+        .map(|d| d.schema.max_record_bytes)
+        .max()
+        .unwrap_or(DEFAULT_MAX_RECORD_BYTES);
+    let mut reader = FileSource::open(source.path.as_deref(), max_record).await?;
     let mut tick = interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut deadline = None;

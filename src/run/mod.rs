@@ -11,7 +11,6 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Settings, SourceSettings};
-use crate::decode::DEFAULT_MAX_RECORD_BYTES;
 use crate::delivery::intent::IntentError;
 use crate::delivery::{Delivery, RetryPolicy, Target};
 use crate::pipeline::{Destination, Limits, Pipeline, PipelineError, RunStats};
@@ -148,7 +147,6 @@ pub async fn run(
     let limits = Limits {
         max_buffer_bytes: settings.worker.max_buffer_bytes,
         max_in_flight_segments: settings.worker.max_in_flight_segments,
-        max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
     };
     let file_name = match &settings.source {
         SourceSettings::File(f) => Some(

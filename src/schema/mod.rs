@@ -1,0 +1,278 @@
+//! Schemas: what a destination's records must look like (`[destinations.schema]`), the check
+//! that admits a record or names why it is bad, and the schema each file is written with.
+//!
+//! Two schemas are kept in `infer` mode. Each open segment has its own, grown only from its
+//! records: admitting a record (a strict type conflict, the column limit) depends on nothing
+//! else, so replaying a segment after a crash sorts every record exactly as the first time.
+//! Each destination and topic also has an evolving schema, the union of its sealed segments:
+//! files are written with it, so a field seen once stays a column (null where absent) and its
+//! type stays widened, without a new file per change.
+
+pub mod declared;
+pub mod infer;
+pub mod schema_file;
+
+use std::sync::Arc;
+
+use arrow::datatypes::Fields as ArrowFields;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+pub use declared::{Column, Declared, Ty, UnknownFields};
+pub use infer::{Assessment, Fields, InferRules, Kind};
+
+/// Objects nested deeper than this are bad records by default.
+pub const DEFAULT_MAX_DEPTH: usize = 32;
+/// Columns (fields at every depth) a schema may grow to by default.
+pub const DEFAULT_MAX_COLUMNS: usize = 1000;
+
+/// How a destination's records are typed.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum SchemaMode {
+    /// Inferred from the events and evolved as they change.
+    Infer {
+        /// A type conflict sends the record to the bad-record policy instead of turning the
+        /// field into a string column.
+        strict: bool,
+        #[serde(flatten)]
+        rules: InferRules,
+    },
+    /// Fixed by the configuration; records that do not fit are bad records.
+    Declared(Arc<Declared>),
+}
+
+/// `[destinations.schema]`, validated.
+#[derive(Debug, Clone, Serialize)]
+pub struct SchemaSettings {
+    #[serde(flatten)]
+    pub mode: SchemaMode,
+    /// Largest payload a record may have (`[destinations.limits] max_record_size`).
+    pub max_record_bytes: usize,
+    /// Deepest nesting of objects and arrays a record may have.
+    pub max_depth: usize,
+    /// Most columns (fields at every depth) a schema may grow to.
+    pub max_columns: usize,
+}
+
+impl Default for SchemaSettings {
+    fn default() -> Self {
+        Self {
+            mode: SchemaMode::Infer {
+                strict: false,
+                rules: InferRules {
+                    json_columns: Default::default(),
+                    temporal_strings: true,
+                },
+            },
+            max_record_bytes: crate::decode::DEFAULT_MAX_RECORD_BYTES,
+            max_depth: DEFAULT_MAX_DEPTH,
+            max_columns: DEFAULT_MAX_COLUMNS,
+        }
+    }
+}
+
+impl SchemaSettings {
+    /// Admits a record into a segment whose own inferred schema is `segment`, or says why
+    /// the record does not fit. Nothing changes when it does not.
+    pub fn admit(&self, segment: &mut Fields, object: &Map<String, Value>) -> Result<(), String> {
+        let (strict, rules) = match &self.mode {
+            SchemaMode::Declared(d) => return d.check(object),
+            SchemaMode::Infer { strict, rules } => (*strict, rules),
+        };
+        let a = segment.assess(object, rules);
+        if !a.changes {
+            return Ok(());
+        }
+        if strict && let Some(conflict) = a.conflict {
+            return Err(format!("{conflict} (strict = true)"));
+        }
+        let columns = segment.columns() + a.added;
+        if a.added > 0 && columns > self.max_columns {
+            return Err(format!(
+                "record would grow the schema to {columns} columns, over max_columns = {}",
+                self.max_columns
+            ));
+        }
+        segment.merge_object(object, rules);
+        Ok(())
+    }
+
+    /// The schema a sealed segment is written with. In `infer` mode the segment's schema is
+    /// joined into `evolving` (the destination's schema for its topic) first; an evolving
+    /// schema that outgrows `max_columns` starts again from the segment's.
+    pub fn file_schema(&self, evolving: &mut Fields, segment: &Fields) -> FileSchema {
+        match &self.mode {
+            SchemaMode::Declared(d) => FileSchema::Declared(d.clone()),
+            SchemaMode::Infer { .. } => {
+                evolving.join(segment);
+                if evolving.columns() > self.max_columns {
+                    tracing::warn!(
+                        max_columns = self.max_columns,
+                        "the evolving schema outgrew max_columns; starting again from this segment's"
+                    );
+                    *evolving = segment.clone();
+                }
+                FileSchema::Inferred(Arc::new(evolving.clone()))
+            }
+        }
+    }
+}
+
+/// The schema one file is written with.
+#[derive(Debug, Clone)]
+pub enum FileSchema {
+    Inferred(Arc<Fields>),
+    Declared(Arc<Declared>),
+}
+
+impl FileSchema {
+    /// The user columns, in order.
+    pub fn to_arrow(&self) -> ArrowFields {
+        match self {
+            Self::Inferred(f) => f.to_arrow(),
+            Self::Declared(d) => declared::to_arrow(&d.columns),
+        }
+    }
+
+    /// True when a top-level column of this name exists.
+    pub fn contains(&self, name: &str) -> bool {
+        match self {
+            Self::Inferred(f) => f.contains(name),
+            Self::Declared(d) => d.columns.iter().any(|c| c.name == name),
+        }
+    }
+
+    /// Whether raw payloads may go straight to the Arrow JSON decoder. Declared schemas
+    /// always go through [`FileSchema::normalize_object`]: the decoder reads numbers in a
+    /// timestamp column as microseconds where a declared timestamp means milliseconds.
+    pub fn raw_decodable(&self) -> bool {
+        matches!(self, Self::Inferred(_))
+    }
+
+    /// A record rewritten into exactly the column types.
+    pub fn normalize_object(&self, object: &Map<String, Value>) -> Map<String, Value> {
+        match self {
+            Self::Inferred(f) => f.normalize_object(object),
+            Self::Declared(d) => d.normalize_object(object),
+        }
+    }
+}
+
+/// The nesting depth of an object: `{}` and `{"a": 1}` are 1, `{"a": [1]}` is 2.
+pub fn depth_of_object(object: &Map<String, Value>) -> usize {
+    let mut max = 1;
+    let mut stack: Vec<(&Value, usize)> = object.values().map(|v| (v, 1)).collect();
+    deepest(&mut stack, &mut max);
+    max
+}
+
+/// The nesting depth of a value: a scalar is 0, `{"a": 1}` and `[1]` are 1.
+pub fn depth(value: &Value) -> usize {
+    let mut max = 0;
+    deepest(&mut vec![(value, 0usize)], &mut max);
+    max
+}
+
+// Iterative, so a hostile record cannot exhaust the stack here.
+fn deepest(stack: &mut Vec<(&Value, usize)>, max: &mut usize) {
+    while let Some((v, d)) = stack.pop() {
+        match v {
+            Value::Array(items) => {
+                *max = (*max).max(d + 1);
+                stack.extend(items.iter().map(|i| (i, d + 1)));
+            }
+            Value::Object(map) => {
+                *max = (*max).max(d + 1);
+                stack.extend(map.values().map(|i| (i, d + 1)));
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn strict_mode_refuses_conflicts_but_widens_numbers() {
+        let settings = SchemaSettings {
+            mode: SchemaMode::Infer {
+                strict: true,
+                rules: InferRules::default(),
+            },
+            ..SchemaSettings::default()
+        };
+        let mut seg = Fields::default();
+        assert!(settings.admit(&mut seg, &obj(json!({"v": 1}))).is_ok());
+        assert!(settings.admit(&mut seg, &obj(json!({"v": 1.5}))).is_ok());
+        let err = settings
+            .admit(&mut seg, &obj(json!({"v": "x"})))
+            .unwrap_err();
+        assert!(err.contains("\"v\"") && err.contains("strict"), "{err}");
+        assert_eq!(seg.kind("v"), Some(&Kind::Float));
+    }
+
+    #[test]
+    fn the_column_limit_refuses_the_record_that_would_pass_it() {
+        let settings = SchemaSettings {
+            max_columns: 4,
+            ..SchemaSettings::default()
+        };
+        let mut seg = Fields::default();
+        assert!(
+            settings
+                .admit(&mut seg, &obj(json!({"a": 1, "b": {"c": 1}})))
+                .is_ok()
+        );
+        let err = settings
+            .admit(&mut seg, &obj(json!({"d": 1, "e": 2})))
+            .unwrap_err();
+        assert!(err.contains("5 columns, over max_columns = 4"), "{err}");
+        assert!(settings.admit(&mut seg, &obj(json!({"d": 1}))).is_ok());
+        assert_eq!(seg.columns(), 4);
+    }
+
+    #[test]
+    fn files_carry_the_evolving_schema_of_their_topic() {
+        let settings = SchemaSettings::default();
+        let mut evolving = Fields::default();
+        let rules = InferRules::default();
+        let mut first = Fields::default();
+        first.merge_object(&obj(json!({"a": 1})), &rules);
+        let mut second = Fields::default();
+        second.merge_object(&obj(json!({"a": 2.5, "b": true})), &rules);
+        settings.file_schema(&mut evolving, &first);
+        let mut third = Fields::default();
+        third.merge_object(&obj(json!({"b": false})), &rules);
+        settings.file_schema(&mut evolving, &second);
+        let FileSchema::Inferred(written) = settings.file_schema(&mut evolving, &third) else {
+            panic!("infer mode writes inferred schemas");
+        };
+        let names: Vec<_> = written
+            .iter()
+            .map(|(n, k)| (n.to_string(), k.clone()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("a".to_string(), Kind::Float),
+                ("b".to_string(), Kind::Bool)
+            ]
+        );
+    }
+
+    #[test]
+    fn depth_counts_containers() {
+        assert_eq!(depth(&json!(1)), 0);
+        assert_eq!(depth(&json!({"a": [1, {"b": 2}]})), 3);
+        assert_eq!(depth_of_object(&obj(json!({"a": [1, {"b": 2}]}))), 3);
+        assert_eq!(depth_of_object(&obj(json!({}))), 1);
+    }
+}
