@@ -105,6 +105,7 @@ impl Fields {
                     let kind = Kind::of(value, rules, &path);
                     a.changes = true;
                     a.added += 1 + kind.columns();
+                    kind.note_conflict_inside(rules, &path, a);
                 }
             }
         }
@@ -287,12 +288,26 @@ impl Kind {
                 if kind != Kind::Null {
                     a.changes = true;
                     a.added += kind.columns();
+                    kind.note_conflict_inside(rules, path, a);
                 }
             }
-            (Kind::List(item), Value::Array(items)) => {
+            (Kind::List(item), Value::Array(items)) if items.len() < 2 => {
                 for v in items {
                     item.assess(v, rules, path, a);
                 }
+            }
+            // Items of one array can disagree among themselves ([1, "x"], or a new field that
+            // is a number in one item and an object in the next): judge the array as a whole.
+            (Kind::List(_), Value::Array(_)) => {
+                let joint = Kind::of(value, rules, path);
+                if self.subsumes(&joint) {
+                    return;
+                }
+                let mut after = self.clone();
+                after.join(&joint);
+                a.changes = true;
+                a.added += after.columns().saturating_sub(self.columns());
+                self.note_new_conflicts(&after, rules, path, a);
             }
             (Kind::Struct(fields), Value::Object(map)) => fields.assess_at(map, rules, path, a),
             (kind, v) => {
@@ -309,6 +324,65 @@ impl Kind {
                     ));
                 }
             }
+        }
+    }
+
+    /// True when joining `other` would leave this type as it is.
+    fn subsumes(&self, other: &Kind) -> bool {
+        match (self, other) {
+            (_, Kind::Null) | (Kind::Json, _) => true,
+            (Kind::List(a), Kind::List(b)) => a.subsumes(b),
+            (Kind::Struct(a), Kind::Struct(b)) => b
+                .iter()
+                .all(|(name, kb)| a.kind(name).is_some_and(|ka| ka.subsumes(kb))),
+            (Kind::Float, Kind::Int) | (Kind::Str, Kind::Timestamp | Kind::Date) => true,
+            (a, b) => a == b,
+        }
+    }
+
+    /// Records the first place where `after` (this type joined with more) is JSON text and
+    /// this type was not.
+    fn note_new_conflicts(&self, after: &Kind, rules: &InferRules, path: &str, a: &mut Assessment) {
+        match (self, after) {
+            (Kind::Json, _) => {}
+            (Kind::Null, after) => after.note_conflict_inside(rules, path, a),
+            (Kind::List(b), Kind::List(c)) => b.note_new_conflicts(c, rules, path, a),
+            (Kind::Struct(b), Kind::Struct(c)) => {
+                for (name, kc) in c.iter() {
+                    let child = join(path, name);
+                    match b.kind(name) {
+                        Some(kb) => kb.note_new_conflicts(kc, rules, &child, a),
+                        None => kc.note_conflict_inside(rules, &child, a),
+                    }
+                }
+            }
+            (before, Kind::Json) if a.conflict.is_none() => {
+                a.conflict = Some(format!(
+                    "field {path:?} holds values that conflict with its type, {}",
+                    before.name()
+                ));
+            }
+            _ => {}
+        }
+    }
+
+    /// Records a conflict within one value (an array mixing numbers and objects, say): the
+    /// type of a new field is already JSON text somewhere that `json_columns` does not ask.
+    fn note_conflict_inside(&self, rules: &InferRules, path: &str, a: &mut Assessment) {
+        if a.conflict.is_some() {
+            return;
+        }
+        match self {
+            Kind::Json if !rules.json_columns.contains(path) => {
+                a.conflict = Some(format!("field {path:?} holds values of conflicting types"));
+            }
+            Kind::List(item) => item.note_conflict_inside(rules, path, a),
+            Kind::Struct(fields) => {
+                for (name, kind) in fields.iter() {
+                    kind.note_conflict_inside(rules, &join(path, name), a);
+                }
+            }
+            _ => {}
         }
     }
 
