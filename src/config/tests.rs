@@ -293,3 +293,70 @@ fn assume_role_uses_static_keys_when_given_and_never_prints_them() {
         matches!(&chain.destinations[0].auth, AuthSettings::AssumeRole(a) if a.source.is_none())
     );
 }
+
+#[test]
+fn schema_modes_and_limits_load_and_their_mistakes_are_named() {
+    let declared = format!(
+        "{FULL}[destinations.schema]\nmode = \"declared\"\nunknown_fields = \"ignore\"\n\
+         json_columns = [\"payload\"]\nmetadata_columns = [\"_kafka_offset\", \"_kafka_key\"]\n\
+         columns = [{{ name = \"id\", type = \"int64\", nullable = false }}, \
+         {{ name = \"price\", type = \"decimal(12,2)\" }}, {{ name = \"payload\", type = \"string\" }}]\n\
+         [destinations.limits]\nmax_record_size = \"1MiB\"\nmax_depth = 8\nmax_columns = 50\n"
+    );
+    let s = parse_str(&declared).unwrap();
+    let d = &s.destinations[0];
+    assert_eq!(
+        (
+            d.schema.max_record_bytes,
+            d.schema.max_depth,
+            d.schema.max_columns
+        ),
+        (1 << 20, 8, 50)
+    );
+    assert!(d.parquet.metadata.offset && d.parquet.metadata.key && !d.parquet.metadata.topic);
+    match &d.schema.mode {
+        crate::schema::SchemaMode::Declared(decl) => {
+            assert_eq!(decl.columns.len(), 3);
+            assert!(!decl.columns[0].nullable);
+            assert_eq!(decl.columns[2].ty, crate::schema::Ty::Json);
+            assert_eq!(decl.unknown_fields, crate::schema::UnknownFields::Ignore);
+        }
+        other => panic!("{other:?}"),
+    }
+    // check-config shows the schema.
+    let shown = serde_json::to_string(&s).unwrap();
+    assert!(shown.contains("\"decimal(12,2)\""), "{shown}");
+
+    for (extra, key, says) in [
+        ("mode = \"guess\"\n", "schema.mode", "not a schema mode"),
+        ("mode = \"declared\"\n", "schema.columns", "needs columns"),
+        (
+            "mode = \"declared\"\ncolumns = [{ name = \"a\", type = \"uuid\" }]\n",
+            "schema.columns[0].type",
+            "unknown type",
+        ),
+        (
+            "mode = \"declared\"\nschema_file = \"/no/such/schema.json\"\n",
+            "schema.schema_file",
+            "cannot read /no/such/schema.json",
+        ),
+        (
+            "columns = [{ name = \"a\", type = \"int64\" }]\n",
+            "schema.columns",
+            "only used with mode = \"declared\"",
+        ),
+        (
+            "metadata_columns = [\"_kafka_nope\"]\n",
+            "schema.metadata_columns",
+            "not a metadata column",
+        ),
+    ] {
+        let text = format!("{FULL}[destinations.schema]\n{extra}");
+        let err = parse_str(&text).unwrap_err().to_string();
+        assert!(err.contains(&format!("destinations[0].{key}")), "{err}");
+        assert!(err.contains(says), "{err}");
+    }
+    let text = format!("{FULL}[destinations.limits]\nmax_depth = 500\n");
+    let err = parse_str(&text).unwrap_err().to_string();
+    assert!(err.contains("destinations[0].limits.max_depth"), "{err}");
+}
