@@ -244,7 +244,7 @@ impl Ty {
             Ty::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from("UTC"))),
             Ty::Date => DataType::Date32,
             Ty::Decimal { precision, scale } => DataType::Decimal128(*precision, *scale as i8),
-            Ty::List(item) => DataType::List(Arc::new(Field::new("item", item.to_arrow(), true))),
+            Ty::List(item) => DataType::List(Arc::new(Field::new("element", item.to_arrow(), true))),
             Ty::Struct(cols) => DataType::Struct(to_arrow(cols)),
         }
     }

@@ -423,7 +423,7 @@ impl Kind {
             Kind::Float => DataType::Float64,
             Kind::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from("UTC"))),
             Kind::Date => DataType::Date32,
-            Kind::List(item) => DataType::List(Arc::new(Field::new("item", item.to_arrow(), true))),
+            Kind::List(item) => DataType::List(Arc::new(Field::new("element", item.to_arrow(), true))),
             Kind::Struct(fields) if fields.is_empty() => DataType::Utf8,
             Kind::Struct(fields) => DataType::Struct(fields.to_arrow()),
         }
