@@ -90,8 +90,13 @@ fn main() {
     let build = || {
         let mut seg = Segment::new("events".into(), 0, 0, 0);
         for (i, l) in lines.iter().enumerate() {
-            let obj: serde_json::Map<String, serde_json::Value> =
-                serde_json::from_str(l).unwrap_or_default();
+            // As the pipeline does: decode with the record limits, then admit to the schema.
+            let obj = pail::decode::decode(
+                Some(l.as_bytes()),
+                schema_settings.max_record_bytes,
+                schema_settings.max_depth,
+            )
+            .unwrap_or_default();
             if schema_settings.admit(&mut seg.schema, &obj).is_ok() {
                 seg.push_row(
                     "p".into(),
@@ -107,7 +112,8 @@ fn main() {
     let buffer = best_of(3, build);
     let mut seg = build();
     let file = seg.files.remove("p").unwrap_or_default();
-    let file_schema = schema_settings.file_schema(&mut Fields::default(), &seg.schema);
+    let file_schema =
+        schema_settings.file_schema(&mut std::sync::Arc::new(Fields::default()), &seg.schema);
     let settings = ParquetSettings {
         compression: Compression::Zstd,
         row_group_size: 128 * 1024,

@@ -24,19 +24,19 @@ use base64::Engine as _;
 
 use crate::buffer::OpenFile;
 use crate::config::{Compression, ParquetSettings};
-use crate::schema::FileSchema;
+use crate::schema::{FileSchema, METADATA_COLUMNS};
 
 /// The pail version written into every file and object.
 pub const PAIL_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Metadata columns added to every row (as configured), unless an event field of the same
 /// name exists: the event's own field wins.
-pub const META_TOPIC: &str = "_kafka_topic";
-pub const META_PARTITION: &str = "_kafka_partition";
-pub const META_OFFSET: &str = "_kafka_offset";
-pub const META_TIMESTAMP: &str = "_kafka_timestamp";
+pub const META_TOPIC: &str = METADATA_COLUMNS[0];
+pub const META_PARTITION: &str = METADATA_COLUMNS[1];
+pub const META_OFFSET: &str = METADATA_COLUMNS[2];
+pub const META_TIMESTAMP: &str = METADATA_COLUMNS[3];
 /// The record key: its text when UTF-8, its standard base64 otherwise.
-pub const META_KEY: &str = "_kafka_key";
+pub const META_KEY: &str = METADATA_COLUMNS[4];
 
 /// Encoding failed; this is a bug or resource problem, never a property of one record.
 #[derive(Debug, Error)]
@@ -291,7 +291,8 @@ mod tests {
                 Some(1_000 + i as i64),
             );
         }
-        let schema = SchemaSettings::default().file_schema(&mut Fields::default(), &seg.schema);
+        let schema =
+            SchemaSettings::default().file_schema(&mut Arc::new(Fields::default()), &seg.schema);
         (seg.files.remove("p").unwrap(), schema)
     }
 

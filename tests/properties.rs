@@ -147,7 +147,7 @@ proptest! {
             row_group_size: 3,
             metadata: MetadataColumns::ALL,
         };
-        let mut evolving = Fields::default();
+        let mut evolving = Arc::new(Fields::default());
         let mut offset = 0;
         for records in &segments {
             let mut seg = Segment::new("t".into(), 0, 0, offset);
@@ -212,7 +212,7 @@ proptest! {
             let _ = settings.admit(&mut seg, o);
             prop_assert!(seg.columns() <= max_columns);
         }
-        let mut evolving = Fields::default();
+        let mut evolving = Arc::new(Fields::default());
         settings.file_schema(&mut evolving, &seg);
         prop_assert!(evolving.columns() <= max_columns);
     }

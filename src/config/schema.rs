@@ -154,15 +154,14 @@ fn declared(
             }
         },
     };
-    let mut seen = BTreeSet::new();
-    for c in &columns {
-        if c.name.is_empty() || !seen.insert(c.name.as_str()) {
-            p.push(
-                key("columns"),
-                format!("column names must be unique and non-empty ({:?})", c.name),
-            );
-            return None;
-        }
+    if let Err(m) = crate::schema::declared::validate_columns(&columns) {
+        let at = if s.schema_file.is_some() {
+            "schema_file"
+        } else {
+            "columns"
+        };
+        p.push(key(at), m);
+        return None;
     }
     // json_columns in declared mode name top-level columns to keep as JSON text.
     for name in &json_columns {

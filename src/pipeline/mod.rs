@@ -104,7 +104,7 @@ pub struct Pipeline {
     routes: HashMap<Arc<str>, Option<usize>>,
     open: HashMap<PartitionKey, Segment>,
     /// The evolving schema of each destination and topic (infer mode), files are written with.
-    schemas: HashMap<(usize, Arc<str>), Fields>,
+    schemas: HashMap<(usize, Arc<str>), Arc<Fields>>,
     progress: HashMap<PartitionKey, Progress>,
     /// Partitions whose progress changed since the last `pending_commits`.
     touched: BTreeSet<PartitionKey>,

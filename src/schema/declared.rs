@@ -99,7 +99,11 @@ impl fmt::Display for Ty {
 /// Parses a type such as `int64`, `decimal(12,2)`, `list<string>` or
 /// `struct<name: string, age: int32>`.
 pub fn parse_type(text: &str) -> Result<Ty, String> {
-    let mut p = TypeParser { s: text, at: 0 };
+    let mut p = TypeParser {
+        s: text,
+        at: 0,
+        depth: 0,
+    };
     let ty = p.ty()?;
     p.skip_ws();
     if p.at != text.len() {
@@ -114,7 +118,13 @@ pub fn parse_type(text: &str) -> Result<Ty, String> {
 struct TypeParser<'a> {
     s: &'a str,
     at: usize,
+    /// Nesting of `list<…>` and `struct<…>`, bounded so a hostile config cannot overflow the
+    /// stack.
+    depth: usize,
 }
+
+/// Deepest nesting of list and struct types a declared schema may have.
+pub const MAX_TYPE_DEPTH: usize = 32;
 
 impl<'a> TypeParser<'a> {
     fn skip_ws(&mut self) {
@@ -162,6 +172,19 @@ impl<'a> TypeParser<'a> {
     }
 
     fn ty(&mut self) -> Result<Ty, String> {
+        self.depth += 1;
+        if self.depth > MAX_TYPE_DEPTH {
+            return Err(format!(
+                "types nest deeper than {MAX_TYPE_DEPTH} levels in {:?}",
+                self.s
+            ));
+        }
+        let ty = self.ty_inner();
+        self.depth -= 1;
+        ty
+    }
+
+    fn ty_inner(&mut self) -> Result<Ty, String> {
         let word = self.word().to_ascii_lowercase();
         Ok(match word.as_str() {
             "bool" | "boolean" => Ty::Bool,
@@ -244,10 +267,51 @@ impl Ty {
             Ty::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from("UTC"))),
             Ty::Date => DataType::Date32,
             Ty::Decimal { precision, scale } => DataType::Decimal128(*precision, *scale as i8),
-            Ty::List(item) => DataType::List(Arc::new(Field::new("element", item.to_arrow(), true))),
+            Ty::List(item) => {
+                DataType::List(Arc::new(Field::new("element", item.to_arrow(), true)))
+            }
             Ty::Struct(cols) => DataType::Struct(to_arrow(cols)),
         }
     }
+}
+
+/// Checks what every writer needs of declared columns: non-empty names, unique within each
+/// struct, no empty struct, nesting no deeper than [`MAX_TYPE_DEPTH`].
+pub fn validate_columns(columns: &[Column]) -> Result<(), String> {
+    validate_at(columns, "", 0)
+}
+
+fn validate_at(columns: &[Column], prefix: &str, depth: usize) -> Result<(), String> {
+    if depth > MAX_TYPE_DEPTH {
+        return Err(format!(
+            "{prefix:?} nests deeper than {MAX_TYPE_DEPTH} levels"
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for c in columns {
+        let path = join(prefix, &c.name);
+        if c.name.is_empty() {
+            return Err(format!("a field under {prefix:?} has an empty name"));
+        }
+        if !seen.insert(c.name.as_str()) {
+            return Err(format!("field {path:?} is declared twice"));
+        }
+        let mut ty = &c.ty;
+        let mut level = depth;
+        while let Ty::List(item) = ty {
+            ty = item;
+            level += 1;
+        }
+        if let Ty::Struct(fields) = ty {
+            if fields.is_empty() {
+                return Err(format!(
+                    "field {path:?} is a struct with no fields (Parquet cannot write one)"
+                ));
+            }
+            validate_at(fields, &path, level + 1)?;
+        }
+    }
+    Ok(())
 }
 
 /// The Arrow fields of declared columns.
@@ -432,6 +496,26 @@ pub fn timestamp_micros(v: &Value) -> Option<i64> {
 /// error, so no value is silently changed.
 pub fn decimal_text(v: &Value, precision: u8, scale: u8) -> Result<String, String> {
     let text = match v {
+        // A JSON number that is not an integer arrives as a 64-bit float, exact to 15
+        // significant digits. More digits mean it may already be rounded: refuse rather than
+        // write a value the producer did not send.
+        Value::Number(n) if !(n.is_i64() || n.is_u64()) => {
+            let text = n.to_string();
+            let mantissa = text.split(['e', 'E']).next().unwrap_or_default();
+            let significant = mantissa
+                .trim_start_matches('-')
+                .replace('.', "")
+                .trim_start_matches('0')
+                .trim_end_matches('0')
+                .len();
+            if significant > 15 {
+                return Err(format!(
+                    "{text} has more significant digits than a JSON number keeps exactly; \
+                     send it as a string"
+                ));
+            }
+            text
+        }
         Value::Number(n) => n.to_string(),
         Value::String(s) => s.trim().to_string(),
         _ => return Err(format!("expected a number, got {}", value_name(v))),
@@ -536,6 +620,28 @@ mod tests {
         assert!(parse_type("list<string").is_err());
         assert!(parse_type("uuid").unwrap_err().contains("unknown type"));
         assert!(parse_type("int64 trailing").is_err());
+        let deep = format!("{}int64{}", "list<".repeat(10_000), ">".repeat(10_000));
+        assert!(parse_type(&deep).unwrap_err().contains("nest deeper"));
+        let twice = Column {
+            name: "s".into(),
+            ty: parse_type("struct<a: int64, a: string>").unwrap(),
+            nullable: true,
+        };
+        assert!(
+            validate_columns(&[twice])
+                .unwrap_err()
+                .contains("\"s.a\" is declared twice")
+        );
+        let empty = Column {
+            name: "e".into(),
+            ty: Ty::List(Box::new(Ty::Struct(Vec::new()))),
+            nullable: true,
+        };
+        assert!(
+            validate_columns(&[empty])
+                .unwrap_err()
+                .contains("no fields")
+        );
     }
 
     #[test]
@@ -550,6 +656,20 @@ mod tests {
         assert!(d(json!(12345)).unwrap_err().contains("before the point"));
         assert!(d(json!("1.2.3")).is_err());
         assert!(d(json!("")).is_err());
+        let wide = |v: Value| decimal_text(&v, 38, 10);
+        assert!(
+            wide(json!(1234567890.123_456_7))
+                .unwrap_err()
+                .contains("as a string")
+        );
+        assert_eq!(
+            wide(json!("1234567890.1234567891")).unwrap(),
+            "1234567890.1234567891"
+        );
+        assert_eq!(
+            wide(json!(u64::MAX)).unwrap(),
+            "18446744073709551615.0000000000"
+        );
     }
 
     #[test]

@@ -52,7 +52,25 @@ pub struct Assessment {
     pub added: usize,
     /// The dotted path of the first field whose type would conflict, with both types.
     pub conflict: Option<String>,
+    /// The path of a new field whose name is over [`MAX_FIELD_NAME_BYTES`].
+    pub long_name: Option<String>,
 }
+
+impl Assessment {
+    fn absorb(&mut self, other: Assessment) {
+        self.changes |= other.changes;
+        self.added += other.added;
+        if self.conflict.is_none() {
+            self.conflict = other.conflict;
+        }
+        if self.long_name.is_none() {
+            self.long_name = other.long_name;
+        }
+    }
+}
+
+/// Longest field name a schema takes (Glue, Athena and Hive stop at 255).
+pub const MAX_FIELD_NAME_BYTES: usize = 255;
 
 /// The fields of an object, in order of first appearance.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -86,7 +104,7 @@ impl Fields {
     /// What merging `object` would change, without changing anything.
     pub fn assess(&self, object: &Map<String, Value>, rules: &InferRules) -> Assessment {
         let mut a = Assessment::default();
-        self.assess_at(object, rules, "", &mut a);
+        self.assess_at(object, rules, Path::ROOT, &mut a);
         a
     }
 
@@ -94,18 +112,21 @@ impl Fields {
         &self,
         object: &Map<String, Value>,
         rules: &InferRules,
-        prefix: &str,
+        prefix: Path<'_>,
         a: &mut Assessment,
     ) {
         for (name, value) in object {
+            let path = prefix.child(name);
             match self.index.get(name) {
-                Some(&i) => self.kinds[i].assess(value, rules, &join(prefix, name), a),
+                Some(&i) => self.kinds[i].assess(value, rules, path, a),
                 None => {
-                    let path = join(prefix, name);
-                    let kind = Kind::of(value, rules, &path);
                     a.changes = true;
+                    if name.len() > MAX_FIELD_NAME_BYTES && a.long_name.is_none() {
+                        a.long_name = Some(path.render());
+                    }
+                    let kind = Kind::of(value, rules, path);
                     a.added += 1 + kind.columns();
-                    kind.note_conflict_inside(rules, &path, a);
+                    kind.note_new_fields(rules, path, a);
                 }
             }
         }
@@ -113,19 +134,20 @@ impl Fields {
 
     /// Widens the schema to take in one more object.
     pub fn merge_object(&mut self, object: &Map<String, Value>, rules: &InferRules) {
-        self.merge_at(object, rules, "");
+        self.merge_at(object, rules, Path::ROOT);
     }
 
-    fn merge_at(&mut self, object: &Map<String, Value>, rules: &InferRules, prefix: &str) {
+    fn merge_at(&mut self, object: &Map<String, Value>, rules: &InferRules, prefix: Path<'_>) {
         for (name, value) in object {
+            let path = prefix.child(name);
             match self.index.get(name) {
                 Some(&i) => {
                     if !matches!(self.kinds[i], Kind::Json) {
-                        self.kinds[i].merge(value, rules, &join(prefix, name));
+                        self.kinds[i].merge(value, rules, path);
                     }
                 }
                 None => {
-                    let kind = Kind::of(value, rules, &join(prefix, name));
+                    let kind = Kind::of(value, rules, path);
                     self.push(name.clone(), kind);
                 }
             }
@@ -136,6 +158,24 @@ impl Fields {
         self.index.insert(name.clone(), self.names.len());
         self.names.push(name);
         self.kinds.push(kind);
+    }
+
+    /// True when joining `other` would leave this schema as it is.
+    pub fn subsumes(&self, other: &Fields) -> bool {
+        other
+            .iter()
+            .all(|(name, k)| self.kind(name).is_some_and(|mine| mine.subsumes(k)))
+    }
+
+    /// This schema without the top-level fields `drop` names.
+    pub fn without(&self, drop: &[&str]) -> Fields {
+        let mut out = Fields::default();
+        for (name, kind) in self.iter() {
+            if !drop.contains(&name) {
+                out.push(name.to_string(), kind.clone());
+            }
+        }
+        out
     }
 
     /// The union of two schemas, each field's type the join of both.
@@ -175,11 +215,43 @@ impl Fields {
     }
 }
 
-fn join(prefix: &str, name: &str) -> String {
-    if prefix.is_empty() {
-        name.to_string()
-    } else {
-        format!("{prefix}.{name}")
+/// A field's dotted path, rendered only when a message or a `json_columns` lookup needs it:
+/// the hot path walks every field of every record and must not allocate for it.
+#[derive(Debug, Clone, Copy)]
+pub struct Path<'a> {
+    parent: Option<&'a Path<'a>>,
+    name: &'a str,
+}
+
+impl<'a> Path<'a> {
+    /// The record itself.
+    pub const ROOT: Path<'static> = Path {
+        parent: None,
+        name: "",
+    };
+
+    fn child(&'a self, name: &'a str) -> Path<'a> {
+        Path {
+            parent: Some(self),
+            name,
+        }
+    }
+
+    /// `a.b.c`.
+    pub fn render(&self) -> String {
+        let mut names = vec![self.name];
+        let mut at = self.parent;
+        while let Some(p) = at {
+            names.push(p.name);
+            at = p.parent;
+        }
+        names.retain(|n| !n.is_empty());
+        names.reverse();
+        names.join(".")
+    }
+
+    fn is_json_column(&self, rules: &InferRules) -> bool {
+        !rules.json_columns.is_empty() && rules.json_columns.contains(&self.render())
     }
 }
 
@@ -219,8 +291,8 @@ fn string_kind(s: &str, rules: &InferRules) -> Kind {
 
 impl Kind {
     /// The type of a single value at `path`.
-    pub fn of(value: &Value, rules: &InferRules, path: &str) -> Kind {
-        if !rules.json_columns.is_empty() && rules.json_columns.contains(path) {
+    pub fn of(value: &Value, rules: &InferRules, path: Path<'_>) -> Kind {
+        if path.is_json_column(rules) {
             return Kind::Json;
         }
         match value {
@@ -280,45 +352,60 @@ impl Kind {
         }
     }
 
-    fn assess(&self, value: &Value, rules: &InferRules, path: &str, a: &mut Assessment) {
+    fn assess(&self, value: &Value, rules: &InferRules, path: Path<'_>, a: &mut Assessment) {
         match (self, value) {
-            (_, Value::Null) | (Kind::Json, _) => {}
+            // What changes nothing, first and without allocating: the common case.
+            (_, Value::Null)
+            | (Kind::Json, _)
+            | (Kind::Bool, Value::Bool(_))
+            | (Kind::Str, Value::String(_))
+            | (Kind::Float, Value::Number(_)) => {}
+            (Kind::Int, Value::Number(n)) if n.is_i64() => {}
+            (Kind::Timestamp, Value::String(s)) if parse_timestamp_micros(s).is_some() => {}
+            (Kind::Date, Value::String(s)) if parse_date_days(s).is_some() => {}
             (Kind::Null, v) => {
                 let kind = Kind::of(v, rules, path);
                 if kind != Kind::Null {
                     a.changes = true;
                     a.added += kind.columns();
-                    kind.note_conflict_inside(rules, path, a);
+                    kind.note_new_fields(rules, path, a);
                 }
             }
-            (Kind::List(item), Value::Array(items)) if items.len() < 2 => {
+            (Kind::List(item), Value::Array(items)) => {
+                let mut each = Assessment::default();
                 for v in items {
-                    item.assess(v, rules, path, a);
+                    item.assess(v, rules, path, &mut each);
                 }
-            }
-            // Items of one array can disagree among themselves ([1, "x"], or a new field that
-            // is a number in one item and an object in the next): judge the array as a whole.
-            (Kind::List(_), Value::Array(_)) => {
-                let joint = Kind::of(value, rules, path);
-                if self.subsumes(&joint) {
+                if !each.changes {
                     return;
                 }
+                if items.len() < 2 {
+                    a.absorb(each);
+                    return;
+                }
+                // Items of one array can disagree among themselves ([1, "x"], or a new field
+                // that is a number in one item and an object in the next): judge them joined.
+                let joint = Kind::of(value, rules, path);
                 let mut after = self.clone();
                 after.join(&joint);
                 a.changes = true;
                 a.added += after.columns().saturating_sub(self.columns());
+                if a.long_name.is_none() {
+                    a.long_name = each.long_name;
+                }
                 self.note_new_conflicts(&after, rules, path, a);
             }
             (Kind::Struct(fields), Value::Object(map)) => fields.assess_at(map, rules, path, a),
             (kind, v) => {
                 let other = Kind::of(v, rules, path);
-                if *kind == other {
+                if kind.subsumes(&other) {
                     return;
                 }
                 a.changes = true;
                 if widened(kind, &other).is_none() && a.conflict.is_none() {
                     a.conflict = Some(format!(
-                        "field {path:?} is {} here but {} before",
+                        "field {:?} is {} here but {} before",
+                        path.render(),
                         other.name(),
                         kind.name()
                     ));
@@ -342,23 +429,35 @@ impl Kind {
 
     /// Records the first place where `after` (this type joined with more) is JSON text and
     /// this type was not.
-    fn note_new_conflicts(&self, after: &Kind, rules: &InferRules, path: &str, a: &mut Assessment) {
+    fn note_new_conflicts(
+        &self,
+        after: &Kind,
+        rules: &InferRules,
+        path: Path<'_>,
+        a: &mut Assessment,
+    ) {
         match (self, after) {
             (Kind::Json, _) => {}
-            (Kind::Null, after) => after.note_conflict_inside(rules, path, a),
+            (Kind::Null, after) => after.note_new_fields(rules, path, a),
             (Kind::List(b), Kind::List(c)) => b.note_new_conflicts(c, rules, path, a),
             (Kind::Struct(b), Kind::Struct(c)) => {
                 for (name, kc) in c.iter() {
-                    let child = join(path, name);
+                    let child = path.child(name);
                     match b.kind(name) {
-                        Some(kb) => kb.note_new_conflicts(kc, rules, &child, a),
-                        None => kc.note_conflict_inside(rules, &child, a),
+                        Some(kb) => kb.note_new_conflicts(kc, rules, child, a),
+                        None => {
+                            if name.len() > MAX_FIELD_NAME_BYTES && a.long_name.is_none() {
+                                a.long_name = Some(child.render());
+                            }
+                            kc.note_new_fields(rules, child, a);
+                        }
                     }
                 }
             }
             (before, Kind::Json) if a.conflict.is_none() => {
                 a.conflict = Some(format!(
-                    "field {path:?} holds values that conflict with its type, {}",
+                    "field {:?} holds values that conflict with its type, {}",
+                    path.render(),
                     before.name()
                 ));
             }
@@ -366,27 +465,59 @@ impl Kind {
         }
     }
 
-    /// Records a conflict within one value (an array mixing numbers and objects, say): the
-    /// type of a new field is already JSON text somewhere that `json_columns` does not ask.
-    fn note_conflict_inside(&self, rules: &InferRules, path: &str, a: &mut Assessment) {
-        if a.conflict.is_some() {
-            return;
+    /// Records what a type new to the schema brings: a conflict within it, or a field name
+    /// that is too long.
+    fn note_new_fields(&self, rules: &InferRules, path: Path<'_>, a: &mut Assessment) {
+        self.note_conflict_inside(rules, path, a);
+        if a.long_name.is_none() {
+            self.note_long_names(path, a);
         }
+    }
+
+    fn note_long_names(&self, path: Path<'_>, a: &mut Assessment) {
         match self {
-            Kind::Json if !rules.json_columns.contains(path) => {
-                a.conflict = Some(format!("field {path:?} holds values of conflicting types"));
-            }
-            Kind::List(item) => item.note_conflict_inside(rules, path, a),
+            Kind::List(item) => item.note_long_names(path, a),
             Kind::Struct(fields) => {
                 for (name, kind) in fields.iter() {
-                    kind.note_conflict_inside(rules, &join(path, name), a);
+                    if a.long_name.is_some() {
+                        return;
+                    }
+                    let child = path.child(name);
+                    if name.len() > MAX_FIELD_NAME_BYTES {
+                        a.long_name = Some(child.render());
+                    } else {
+                        kind.note_long_names(child, a);
+                    }
                 }
             }
             _ => {}
         }
     }
 
-    fn merge(&mut self, value: &Value, rules: &InferRules, path: &str) {
+    /// Records a conflict within one value (an array mixing numbers and objects, say): the
+    /// type of a new field is already JSON text somewhere that `json_columns` does not ask.
+    fn note_conflict_inside(&self, rules: &InferRules, path: Path<'_>, a: &mut Assessment) {
+        if a.conflict.is_some() {
+            return;
+        }
+        match self {
+            Kind::Json if !path.is_json_column(rules) => {
+                a.conflict = Some(format!(
+                    "field {:?} holds values of conflicting types",
+                    path.render()
+                ));
+            }
+            Kind::List(item) => item.note_conflict_inside(rules, path, a),
+            Kind::Struct(fields) => {
+                for (name, kind) in fields.iter() {
+                    kind.note_conflict_inside(rules, path.child(name), a);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn merge(&mut self, value: &Value, rules: &InferRules, path: Path<'_>) {
         match (&mut *self, value) {
             (_, Value::Null) | (Kind::Json, _) => {}
             (Kind::Null, v) => *self = Kind::of(v, rules, path),
@@ -423,7 +554,9 @@ impl Kind {
             Kind::Float => DataType::Float64,
             Kind::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from("UTC"))),
             Kind::Date => DataType::Date32,
-            Kind::List(item) => DataType::List(Arc::new(Field::new("element", item.to_arrow(), true))),
+            Kind::List(item) => {
+                DataType::List(Arc::new(Field::new("element", item.to_arrow(), true)))
+            }
             Kind::Struct(fields) if fields.is_empty() => DataType::Utf8,
             Kind::Struct(fields) => DataType::Struct(fields.to_arrow()),
         }

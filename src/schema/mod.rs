@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 pub use declared::{Column, Declared, Ty, UnknownFields};
-pub use infer::{Assessment, Fields, InferRules, Kind};
+pub use infer::{Assessment, Fields, InferRules, Kind, MAX_FIELD_NAME_BYTES};
 
 /// Objects nested deeper than this are bad records by default.
 pub const DEFAULT_MAX_DEPTH: usize = 32;
@@ -84,6 +84,12 @@ impl SchemaSettings {
         if !a.changes {
             return Ok(());
         }
+        if let Some(path) = a.long_name {
+            let shown: String = path.chars().take(40).collect();
+            return Err(format!(
+                "field name {shown:?}… is over {MAX_FIELD_NAME_BYTES} bytes"
+            ));
+        }
         if strict && let Some(conflict) = a.conflict {
             return Err(format!("{conflict} (strict = true)"));
         }
@@ -100,24 +106,46 @@ impl SchemaSettings {
 
     /// The schema a sealed segment is written with. In `infer` mode the segment's schema is
     /// joined into `evolving` (the destination's schema for its topic) first; an evolving
-    /// schema that outgrows `max_columns` starts again from the segment's.
-    pub fn file_schema(&self, evolving: &mut Fields, segment: &Fields) -> FileSchema {
+    /// schema that outgrows `max_columns` starts again from the segment's. An event field
+    /// named like a metadata column replaces that column only in files whose own records
+    /// have it, so one odd record cannot take `_kafka_offset` away from a whole topic.
+    pub fn file_schema(&self, evolving: &mut Arc<Fields>, segment: &Fields) -> FileSchema {
         match &self.mode {
             SchemaMode::Declared(d) => FileSchema::Declared(d.clone()),
             SchemaMode::Infer { .. } => {
-                evolving.join(segment);
+                if !evolving.subsumes(segment) {
+                    Arc::make_mut(evolving).join(segment);
+                }
                 if evolving.columns() > self.max_columns {
                     tracing::warn!(
                         max_columns = self.max_columns,
                         "the evolving schema outgrew max_columns; starting again from this segment's"
                     );
-                    *evolving = segment.clone();
+                    *evolving = Arc::new(segment.clone());
                 }
-                FileSchema::Inferred(Arc::new(evolving.clone()))
+                let shadowed: Vec<&str> = METADATA_COLUMNS
+                    .iter()
+                    .copied()
+                    .filter(|name| evolving.contains(name) && !segment.contains(name))
+                    .collect();
+                if shadowed.is_empty() {
+                    FileSchema::Inferred(evolving.clone())
+                } else {
+                    FileSchema::Inferred(Arc::new(evolving.without(&shadowed)))
+                }
             }
         }
     }
 }
+
+/// The names of the `_kafka_*` metadata columns.
+pub const METADATA_COLUMNS: [&str; 5] = [
+    "_kafka_topic",
+    "_kafka_partition",
+    "_kafka_offset",
+    "_kafka_timestamp",
+    "_kafka_key",
+];
 
 /// The schema one file is written with.
 #[derive(Debug, Clone)]
@@ -242,7 +270,7 @@ mod tests {
     #[test]
     fn files_carry_the_evolving_schema_of_their_topic() {
         let settings = SchemaSettings::default();
-        let mut evolving = Fields::default();
+        let mut evolving = Arc::new(Fields::default());
         let rules = InferRules::default();
         let mut first = Fields::default();
         first.merge_object(&obj(json!({"a": 1})), &rules);
@@ -266,6 +294,33 @@ mod tests {
                 ("b".to_string(), Kind::Bool)
             ]
         );
+    }
+
+    #[test]
+    fn a_field_named_like_a_metadata_column_shadows_it_only_where_it_occurs() {
+        let settings = SchemaSettings::default();
+        let rules = InferRules::default();
+        let mut evolving = Arc::new(Fields::default());
+        let mut odd = Fields::default();
+        odd.merge_object(&obj(json!({"_kafka_offset": "mine", "a": 1})), &rules);
+        let written = settings.file_schema(&mut evolving, &odd);
+        assert!(written.contains("_kafka_offset"));
+        let mut plain = Fields::default();
+        plain.merge_object(&obj(json!({"a": 2})), &rules);
+        let written = settings.file_schema(&mut evolving, &plain);
+        assert!(!written.contains("_kafka_offset") && written.contains("a"));
+    }
+
+    #[test]
+    fn overlong_field_names_are_refused() {
+        let settings = SchemaSettings::default();
+        let mut seg = Fields::default();
+        let long = "n".repeat(MAX_FIELD_NAME_BYTES + 1);
+        let err = settings
+            .admit(&mut seg, &obj(json!({"o": {long: 1}})))
+            .unwrap_err();
+        assert!(err.contains("over 255 bytes"), "{err}");
+        assert!(seg.is_empty());
     }
 
     #[test]

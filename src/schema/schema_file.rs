@@ -141,7 +141,7 @@ fn from_arrow(t: &DataType, path: &str) -> Result<Ty, String> {
         | DataType::Decimal64(p, s)
         | DataType::Decimal128(p, s)
         | DataType::Decimal256(p, s)
-            if *p <= MAX_DECIMAL_PRECISION && *s >= 0 =>
+            if *p <= MAX_DECIMAL_PRECISION && *s >= 0 && (*s as u8) <= *p =>
         {
             Ty::Decimal {
                 precision: *p,
