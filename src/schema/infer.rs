@@ -20,7 +20,9 @@ use serde_json::{Map, Value};
 pub struct InferRules {
     /// Dotted field paths always kept as JSON text (`json_columns`).
     pub json_columns: BTreeSet<String>,
-    /// Recognise RFC 3339 strings as timestamps and `YYYY-MM-DD` strings as dates.
+    /// Recognise RFC 3339 strings as timestamps and `YYYY-MM-DD` strings as dates
+    /// (`detect_timestamps`).
+    #[serde(rename = "detect_timestamps")]
     pub temporal_strings: bool,
 }
 

@@ -190,9 +190,17 @@ impl FileSchema {
 /// The nesting depth of an object: `{}` and `{"a": 1}` are 1, `{"a": [1]}` is 2.
 pub fn depth_of_object(object: &Map<String, Value>) -> usize {
     let mut max = 1;
-    let mut stack: Vec<(&Value, usize)> = object.values().map(|v| (v, 1)).collect();
+    let mut stack: Vec<(&Value, usize)> = object
+        .values()
+        .filter(|v| is_container(v))
+        .map(|v| (v, 1))
+        .collect();
     deepest(&mut stack, &mut max);
     max
+}
+
+fn is_container(v: &Value) -> bool {
+    matches!(v, Value::Array(_) | Value::Object(_))
 }
 
 /// The nesting depth of a value: a scalar is 0, `{"a": 1}` and `[1]` are 1.
@@ -206,13 +214,14 @@ pub fn depth(value: &Value) -> usize {
 fn deepest(stack: &mut Vec<(&Value, usize)>, max: &mut usize) {
     while let Some((v, d)) = stack.pop() {
         match v {
+            // Only containers go on the stack: scalars add no depth.
             Value::Array(items) => {
                 *max = (*max).max(d + 1);
-                stack.extend(items.iter().map(|i| (i, d + 1)));
+                stack.extend(items.iter().filter(|v| is_container(v)).map(|i| (i, d + 1)));
             }
             Value::Object(map) => {
                 *max = (*max).max(d + 1);
-                stack.extend(map.values().map(|i| (i, d + 1)));
+                stack.extend(map.values().filter(|v| is_container(v)).map(|i| (i, d + 1)));
             }
             _ => {}
         }
