@@ -20,6 +20,51 @@ const PARTITIONS: i32 = 6;
 const PER_PARTITION: i64 = 16_667;
 const KILLS: i64 = 10;
 
+/// Extra kill rounds allowed when the first ten caught no upload mid-replay.
+const EXTRA_KILLS: i64 = 10;
+const EXTRA_BATCH: i64 = 1_000;
+
+/// Kills a random worker mid-delivery (once the group delivers, after a random number of
+/// further PUTs or at a random moment), starts a replacement and waits for the group to
+/// rebalance around it.
+async fn kill_and_replace(
+    rng: &mut fastrand::Rng,
+    s3: &TestS3,
+    config: &std::path::Path,
+    log: &std::path::Path,
+    children: &mut [tokio::process::Child],
+    round: i64,
+) {
+    let assigned = "partitions assigned";
+    assert!(
+        wait_for_puts(s3, s3.puts().len() + 1, Duration::from_secs(60)).await,
+        "round {round}: the group delivered nothing"
+    );
+    let target = s3.puts().len() + rng.usize(1..8);
+    wait_for_puts(s3, target, Duration::from_millis(rng.u64(200..3000))).await;
+    let victim = rng.usize(0..children.len());
+    children[victim].start_kill().unwrap();
+    children[victim].wait().await.unwrap();
+    eprintln!(
+        "round {round}: killed worker {victim} after {} PUTs",
+        s3.puts().len()
+    );
+    // The replacement joins; wait until the group has rebalanced around it (the killed
+    // member's session must expire first), so the next kill lands in a working group.
+    let before = log_count(log, assigned);
+    children[victim] = spawn_worker(config, log);
+    assert!(
+        wait_for_log(
+            log,
+            assigned,
+            before + children.len(),
+            Duration::from_secs(60)
+        )
+        .await,
+        "the group did not rebalance after round {round}"
+    );
+}
+
 async fn group_with_kills(workers: usize, seed: u64) {
     let kafka = MockKafka::start(&[("events", PARTITIONS)]);
     let s3 = TestS3::start(&["lake"]).await;
@@ -44,29 +89,22 @@ async fn group_with_kills(workers: usize, seed: u64) {
     for round in 0..KILLS {
         let events = batch(round, KILLS, PER_PARTITION);
         produce_range(&kafka, PARTITIONS, events, &mut produced);
-        // Kill mid-delivery: once the group delivers this batch, after a random number of
-        // further PUTs or at a random moment.
-        assert!(
-            wait_for_puts(&s3, s3.puts().len() + 1, Duration::from_secs(60)).await,
-            "round {round}: the group delivered nothing"
+        kill_and_replace(&mut rng, &s3, &config, &log, &mut children, round).await;
+    }
+    // The kills land at random moments; should none of them have caught an upload whose
+    // segment was then replayed (rare, but timing-dependent), go on feeding and killing, a
+    // bounded number of times, until one has: the test must exercise that path.
+    let mut extra = 0;
+    while !s3.puts().iter().any(|p| p.status == 412) && extra < EXTRA_KILLS {
+        let start = PER_PARTITION + extra * EXTRA_BATCH;
+        produce_range(
+            &kafka,
+            PARTITIONS,
+            start..start + EXTRA_BATCH,
+            &mut produced,
         );
-        let target = s3.puts().len() + rng.usize(1..8);
-        wait_for_puts(&s3, target, Duration::from_millis(rng.u64(200..3000))).await;
-        let victim = rng.usize(0..workers);
-        children[victim].start_kill().unwrap();
-        children[victim].wait().await.unwrap();
-        eprintln!(
-            "round {round}: killed worker {victim} after {} PUTs",
-            s3.puts().len()
-        );
-        // The replacement joins; wait until the group has rebalanced around it (the killed
-        // member's session must expire first), so the next kill lands in a working group.
-        let before = log_count(&log, assigned);
-        children[victim] = spawn_worker(&config, &log);
-        assert!(
-            wait_for_log(&log, assigned, before + workers, Duration::from_secs(60)).await,
-            "the group did not rebalance after round {round}"
-        );
+        kill_and_replace(&mut rng, &s3, &config, &log, &mut children, KILLS + extra).await;
+        extra += 1;
     }
     assert!(produced.len() >= 100_000);
     for mut child in children {
