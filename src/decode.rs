@@ -46,15 +46,20 @@ pub fn decode(
             }
             Ok(map)
         }
-        Ok(other) => Err(BadPayload::NotAnObject(match other {
-            Value::Null => "null",
-            Value::Bool(_) => "a boolean",
-            Value::Number(_) => "a number",
-            Value::String(_) => "a string",
-            Value::Array(_) => "an array",
-            Value::Object(_) => "an object",
-        })),
+        Ok(other) => Err(BadPayload::NotAnObject(json_type_name(&other))),
         Err(e) => Err(BadPayload::Json(e.to_string())),
+    }
+}
+
+/// What kind of JSON value this is, for messages: "a number", "an object", ….
+pub fn json_type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 

@@ -10,6 +10,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Map, Value};
 use thiserror::Error;
 
+use crate::decode::json_type_name;
+
 /// Longest encoded field value kept verbatim in a key; longer ones are cut and hashed.
 const MAX_VALUE_LEN: usize = 128;
 /// What a missing, null or empty field renders as (the name Hive, Spark and Athena read as null).
@@ -95,7 +97,7 @@ impl TimestampSource {
                     }
                     Some(other) => Err(bad(&format!(
                         "expected an RFC 3339 string or epoch milliseconds, got {}",
-                        type_name(other)
+                        json_type_name(other)
                     ))),
                 }
             }
@@ -111,17 +113,6 @@ pub fn lookup<'v>(object: &'v Map<String, Value>, path: &str) -> Option<&'v Valu
     let mut parts = path.split('.');
     let first = object.get(parts.next()?)?;
     parts.try_fold(first, |v, part| v.get(part))
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

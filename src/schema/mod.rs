@@ -8,6 +8,7 @@
 //! files are written with it, so a field seen once stays a column (null where absent) and its
 //! type stays widened, without a new file per change.
 
+mod decimal;
 pub mod declared;
 pub mod infer;
 pub mod schema_file;
