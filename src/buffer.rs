@@ -58,6 +58,9 @@ pub enum SealReason {
     MemoryPressure,
     Drain,
     Recovery,
+    /// The partition cannot be read further (a Kafka consume error): what came before is
+    /// delivered.
+    Stopped,
 }
 
 /// An open (or sealed) segment: a contiguous offset range of one partition.

@@ -8,22 +8,12 @@ use std::process::Output;
 use std::time::Duration;
 
 use support::kafka::MockKafka;
+use support::read;
 use support::s3::{ACCESS_KEY, SECRET_KEY, TestS3};
-use support::{bounded, read};
 
 /// Runs `pail` with `args` in `cwd`, bounded in time.
 async fn pail(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_pail"));
-    cmd.args(args)
-        .current_dir(cwd)
-        .kill_on_drop(true)
-        .env_remove("PAIL_CONFIG");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    bounded(Duration::from_secs(120), cmd.output())
-        .await
-        .unwrap()
+    support::run_pail(args, cwd, env, Duration::from_secs(120)).await
 }
 
 fn stderr(o: &Output) -> String {
@@ -71,6 +61,56 @@ async fn shipped_configs_validate() {
         !out.contains("kafka-pw-777") && !out.contains("s3-secret-888"),
         "{out}"
     );
+}
+
+/// Every `toml` block of the README is a valid configuration, as `check-config` reads it:
+/// fragments get a file source, `${VAR}`s a value, and `*_file` paths a file.
+#[tokio::test]
+async fn readme_config_examples_are_valid() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let blocks: Vec<&str> = readme
+        .split("```toml\n")
+        .skip(1)
+        .map(|rest| rest.split("```").next().unwrap())
+        .collect();
+    assert!(blocks.len() >= 5, "README toml blocks: {}", blocks.len());
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "not-a-real-secret\n").unwrap();
+    for (i, block) in blocks.iter().enumerate() {
+        let mut text = String::new();
+        if !block.contains("[source]") {
+            text.push_str("[source]\nkind = \"file\"\npath = \"in.ndjson\"\n");
+        }
+        let mut vars: Vec<(String, String)> = Vec::new();
+        for line in block.lines() {
+            let (key, value) = line.split_once('=').unwrap_or((line, ""));
+            let quoted = value.trim().split('"').nth(1).unwrap_or("");
+            if key.trim().ends_with("_file") && !quoted.is_empty() && !key.contains('#') {
+                text.push_str(&line.replace(quoted, secret.to_str().unwrap()));
+            } else {
+                text.push_str(line);
+            }
+            text.push('\n');
+            for part in line.split("${").skip(1) {
+                let name = part.split(['}', ':']).next().unwrap();
+                vars.push((name.to_string(), format!("value-of-{name}")));
+            }
+        }
+        let path = write_config(dir.path(), &text);
+        let env: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let o = pail(
+            &["check-config", "--config", path.to_str().unwrap()],
+            dir.path(),
+            &env,
+        )
+        .await;
+        assert!(
+            o.status.success(),
+            "README toml block {i} is not a valid config:\n{block}\n{}",
+            stderr(&o)
+        );
+    }
 }
 
 #[tokio::test]

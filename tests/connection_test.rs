@@ -4,7 +4,7 @@
 //! cause and fix: bad, expired and wrong-audience tokens, Put denied, Delete denied, a missing
 //! bucket, a wrong secret and an unreachable endpoint.
 //!
-//! Needs `weed` and moto (`bash scripts/setup.sh`).
+//! Needs `weed` and moto (`bash scripts/setup.sh --tests`).
 
 mod support;
 
@@ -28,7 +28,7 @@ async fn connection_test(
     std::fs::write(&path, config).unwrap();
     let out = support::bounded(
         Duration::from_secs(120),
-        Command::new(env!("CARGO_BIN_EXE_pail"))
+        Command::new(support::pail_bin())
             .args(["connection-test", "--config", path.to_str().unwrap()])
             .args(args)
             .env("PAIL_LOG", "warn")

@@ -22,7 +22,7 @@
 //!   reader can tell, and pail's provenance key-value metadata agreeing with the file name and
 //!   contents.
 //!
-//! Needs python3 with pyarrow and duckdb (`bash scripts/setup.sh` installs them); without them
+//! Needs python3 with pyarrow and duckdb (`bash scripts/setup.sh --tests` installs them); without them
 //! the test fails rather than skips.
 
 mod support;
@@ -46,7 +46,8 @@ const PROBE_ID: usize = 5;
 const NULL_KEY: &str = "null";
 /// The directory name of a missing partition value (Hive's null marker).
 const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";
-const SETUP_HINT: &str = "run `bash scripts/setup.sh` to install python3, pyarrow and duckdb";
+const SETUP_HINT: &str =
+    "run `bash scripts/setup.sh --tests` to install python3, pyarrow and duckdb";
 
 /// One generated event, with the values the readers should report for it.
 struct Event {
@@ -141,7 +142,7 @@ fn event(i: usize) -> Event {
 /// Runs `tests/interop/read_output.py` on `out` and parses what it prints.
 async fn read_with_python(out: &Path) -> Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/read_output.py");
-    let mut cmd = tokio::process::Command::new("python3");
+    let mut cmd = tokio::process::Command::new(support::test_tool("python3"));
     cmd.arg(&script)
         .arg(out)
         .arg("file")
@@ -305,16 +306,16 @@ async fn pyarrow_and_duckdb_read_what_pail_wrote() {
         input.display(),
         out.display()
     );
-    let stats = support::run_once(&config, Duration::from_secs(120))
-        .await
-        .expect("pail run");
-    assert_eq!(stats.records as usize, LINES, "records read: {stats:?}");
-    assert_eq!(
-        stats.rows_written as usize, LINES,
-        "rows written: {stats:?}"
+    // The binary users run (PAIL_BIN in CI), so the readers judge the shipped artifact's files.
+    let config_path = dir.path().join("pail.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let args = ["run", "--config", config_path.to_str().unwrap()];
+    let run = support::run_pail(&args, dir.path(), &[], Duration::from_secs(120)).await;
+    assert!(
+        run.status.success(),
+        "pail run failed: {}",
+        String::from_utf8_lossy(&run.stderr)
     );
-    assert_eq!(stats.dead_lettered, 0, "dead letters: {stats:?}");
-    assert_eq!(stats.skipped, 0, "skipped: {stats:?}");
     assert!(
         !out.join("_errors").exists(),
         "no dead-letter output expected"
@@ -339,20 +340,11 @@ async fn pyarrow_and_duckdb_read_what_pail_wrote() {
         .map(|f| f.rsplit_once('/').unwrap().0.to_string())
         .collect();
     assert_eq!(file_dirs, want.dirs, "partition directories");
-    assert_eq!(
-        files.len() as u64,
-        stats.objects_created,
-        "one object per file: {files:?}"
-    );
     assert!(
         files.len() >= want.dirs.len() && files.len() <= segments * want.dirs.len(),
         "{} files for {} directories and {segments} segments: {files:?}",
         files.len(),
         want.dirs.len()
-    );
-    assert!(
-        stats.segments_delivered as usize >= segments,
-        "{segments} segments expected at {MAX_RECORDS} records each: {stats:?}"
     );
 
     // pyarrow: the dataset as a whole.

@@ -5,7 +5,7 @@
 //! the secret. A user allowed only sts:AssumeRole: pail assumes a Put/Delete-only role with an
 //! external id and delivers through it.
 //!
-//! Needs moto and boto3 (`bash scripts/setup.sh` installs `moto[server]` from PyPI).
+//! Needs moto and boto3 (`bash scripts/setup.sh --tests` installs `moto[server]` from PyPI).
 
 mod support;
 

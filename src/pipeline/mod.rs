@@ -456,6 +456,20 @@ impl Pipeline {
         }
     }
 
+    /// Seals one partition's open segment because its reading stopped, so that everything
+    /// before the stop is delivered and committed; unless it is replaying recorded ends (see
+    /// [`Pipeline::seal_all`]).
+    pub fn seal_partition(&mut self, topic: &str, partition: i32) {
+        let key = (self.intern(topic), partition);
+        if self
+            .progress
+            .get(&key)
+            .is_none_or(|p| p.forced_ends.is_empty())
+        {
+            self.seal(&key, SealReason::Stopped);
+        }
+    }
+
     /// The commits needed now. Segments whose state is already recorded are released to
     /// delivery at once; the others wait for [`Pipeline::committed`].
     pub fn pending_commits(&mut self) -> Result<Vec<CommitRequest>, PipelineError> {

@@ -1,12 +1,17 @@
 //! The run loop for a Kafka consumer group: rebalances, recovery from commit intents,
-//! `--once` watermarks, backpressure by pausing, and a drain that keeps serving the group.
+//! `--once` watermarks, backpressure by pausing, partitions stopped on consume errors, and a
+//! drain that keeps serving the group.
 //!
 //! The loop never blocks on the group coordinator: commits run on their own task and report
-//! back, so rebalance callbacks are served while a commit waits.
+//! back, so rebalance callbacks are served while a commit waits. Records come from one reader
+//! per owned partition (`source::reader`), tagged with the ownership token they were read
+//! under.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::time::{Instant, MissedTickBehavior, interval};
 
@@ -15,8 +20,12 @@ use super::{MAX_COMMIT_FAILURES, RunError, RunOptions, Stops};
 use crate::config::{KafkaSettings, Settings};
 use crate::delivery::intent::RecoveryPlan;
 use crate::pipeline::{CommitRequest, Pause, Pipeline, RunStats};
+use crate::source::Record;
 use crate::source::kafka::{
     KafkaCommitter, KafkaEvent, KafkaSource, KafkaSourceError, TopicPartition,
+};
+use crate::source::reader::{
+    ConsumeError, Fetched, PartitionReader, Read, ReadFailure, read_ahead_budget,
 };
 use crate::telemetry::{Health, METRICS};
 
@@ -76,6 +85,7 @@ fn spawn_committer(
 /// Mutable state of the Kafka run loop.
 struct Loop<'a> {
     kafka: &'a KafkaSource,
+    health: &'a Health,
     pipeline: Pipeline,
     marks: Watermarks,
     options: RunOptions,
@@ -88,6 +98,14 @@ struct Loop<'a> {
     applied: Option<Pause>,
     /// No more records are taken; the loop ends when everything sealed is delivered.
     draining: bool,
+    /// Each owned partition's ownership token and reader.
+    readers: HashMap<TopicPartition, (u64, PartitionReader)>,
+    /// Where the readers send what they read.
+    fetched: UnboundedSender<Fetched>,
+    /// Bytes read ahead of the loop, shared by the readers.
+    budget: Arc<Semaphore>,
+    /// Owned partitions stopped on a consume error, until revoked.
+    stopped: BTreeMap<TopicPartition, ConsumeError>,
 }
 
 impl Loop<'_> {
@@ -127,6 +145,15 @@ impl Loop<'_> {
                     })?;
                     let epoch = tokens.get(&s.partition).copied().unwrap_or_default();
                     self.pipeline.assign(&topic, partition, plan, epoch);
+                    self.release(&s.partition).await;
+                    let reader = self.kafka.read_partition(
+                        s.partition.clone(),
+                        epoch,
+                        s.start,
+                        self.budget.clone(),
+                        self.fetched.clone(),
+                    )?;
+                    self.readers.insert(s.partition.clone(), (epoch, reader));
                     if self.options.once {
                         self.marks.end.insert(s.partition.clone(), s.high);
                         self.marks.pending.insert(s.partition.clone());
@@ -141,6 +168,7 @@ impl Loop<'_> {
                 self.pipeline.revoke(&partitions);
                 self.applied = None;
                 for tp in &partitions {
+                    self.release(tp).await;
                     self.marks.pending.remove(tp);
                     self.marks.end.remove(tp);
                 }
@@ -153,10 +181,81 @@ impl Loop<'_> {
                 if fatal || (self.options.once && all_brokers_down && !self.marks.assigned_once) {
                     return Err(RunError::KafkaClient(message));
                 }
-                tracing::warn!(%message, "Kafka client error");
+                tracing::warn!(error = %message, "Kafka client error");
             }
         }
         Ok(())
+    }
+
+    /// Stops reading a partition (revoked, or assigned afresh) and forgets why it stopped.
+    async fn release(&mut self, tp: &TopicPartition) {
+        if let Some((_, reader)) = self.readers.remove(tp) {
+            reader.stop().await;
+        }
+        if self.stopped.remove(tp).is_some() {
+            self.health.partition_released(&tp.0, tp.1);
+        }
+    }
+
+    /// Takes what a partition's reader read, unless the partition was revoked since.
+    fn on_fetched(&mut self, fetched: Fetched) -> Result<(), RunError> {
+        let current = self
+            .readers
+            .get(&fetched.partition)
+            .map(|(token, _)| *token);
+        if current != Some(fetched.token) {
+            return Ok(());
+        }
+        match fetched.read {
+            Read::Record(record) => self.on_record(record)?,
+            Read::Position(next) => self.marks.reached(&fetched.partition, next),
+            Read::Failed(error) => self.stop_partition(error),
+        }
+        if self.options.once && !self.draining && self.marks.done() {
+            self.start_drain();
+        }
+        Ok(())
+    }
+
+    fn on_record(&mut self, record: Record) -> Result<(), RunError> {
+        // While draining, records are left for the next run: nothing past the sealed segments
+        // is committed. (Records read just before a backpressure pause are still taken:
+        // dropping one would leave a hole.)
+        if self.draining {
+            return Ok(());
+        }
+        let tp = (record.topic.to_string(), record.partition);
+        let beyond = self.options.once
+            && self
+                .marks
+                .end
+                .get(&tp)
+                .is_some_and(|end| record.offset >= *end);
+        if !beyond {
+            self.marks.reached(&tp, record.offset + 1);
+            self.pipeline.ingest(record)?;
+        }
+        Ok(())
+    }
+
+    /// A partition cannot be read further: deliver and commit what came before, read nothing
+    /// more of it, and say so until it is revoked. The other partitions go on.
+    fn stop_partition(&mut self, error: ConsumeError) {
+        METRICS.consume_errors.inc();
+        tracing::error!(topic = %error.topic, partition = error.partition, offset = error.offset,
+            "{error}");
+        let tp = (error.topic.clone(), error.partition);
+        // Its reader ended after sending the error; it stays in `readers` (so the partition
+        // counts as owned) until the partition is revoked.
+        self.pipeline.seal_partition(&error.topic, error.partition);
+        self.health.partition_stopped(
+            &error.topic,
+            error.partition,
+            error.offset,
+            error.to_string(),
+        );
+        self.marks.pending.remove(&tp);
+        self.stopped.insert(tp, error);
     }
 
     /// Hands every commit the protocol needs now to the commit task.
@@ -201,10 +300,15 @@ impl Loop<'_> {
     /// pipeline names (a refusing destination's, a partition with too many undelivered
     /// segments); resumes the rest.
     fn update_pause(&mut self) {
-        let want = if self.draining {
-            Pause::All
-        } else {
-            self.pipeline.pause()
+        let want = match self.pipeline.pause() {
+            _ if self.draining => Pause::All,
+            Pause::All => Pause::All,
+            Pause::Partitions(mut set) => {
+                for (topic, partition) in self.stopped.keys() {
+                    set.insert((self.pipeline.intern(topic), *partition));
+                }
+                Pause::Partitions(set)
+            }
         };
         if self.applied.as_ref() == Some(&want) {
             return;
@@ -218,7 +322,8 @@ impl Loop<'_> {
         if let Pause::Partitions(set) = &want
             && !set.is_empty()
         {
-            tracing::info!(partitions = ?set, "pausing partitions until their uploads catch up");
+            tracing::info!(partitions = ?set,
+                "pausing partitions until their uploads catch up (or, if stopped, for good)");
         }
         METRICS.partitions_paused.set(count as u64);
         self.applied = Some(want);
@@ -270,8 +375,10 @@ pub(super) async fn run_kafka(
         tracing::error!(error = %e, "Kafka check failed at start-up; the consumer keeps retrying");
     }
     let (commits, mut commit_results) = spawn_committer(kafka.committer());
+    let (fetched, mut reads) = unbounded_channel();
     let mut state = Loop {
         kafka: &kafka,
+        health,
         pipeline,
         marks: Watermarks::default(),
         options,
@@ -281,6 +388,10 @@ pub(super) async fn run_kafka(
         commit_failures: 0,
         applied: None,
         draining: false,
+        readers: HashMap::new(),
+        fetched,
+        budget: read_ahead_budget(),
+        stopped: BTreeMap::new(),
     };
     let started = Instant::now();
     let mut tick = interval(Duration::from_millis(if options.once { 200 } else { 500 }));
@@ -318,12 +429,6 @@ pub(super) async fn run_kafka(
                         state.pipeline.seal_expired();
                     }
                     if options.once && !state.draining {
-                        let pending: Vec<TopicPartition> = state.marks.pending.iter().cloned().collect();
-                        for tp in pending {
-                            if let Some(pos) = kafka.position(&tp.0, tp.1) {
-                                state.marks.reached(&tp, pos);
-                            }
-                        }
                         if state.marks.done() {
                             state.start_drain();
                         } else if !state.marks.assigned_once && started.elapsed() > startup {
@@ -331,6 +436,7 @@ pub(super) async fn run_kafka(
                         }
                     }
                 }
+                Some(f) = reads.recv() => state.on_fetched(f)?,
                 // Polled even while paused: this poll serves rebalance and error callbacks.
                 msg = kafka.recv() => {
                     // Callbacks run inside the poll that returned this message: apply them
@@ -339,20 +445,20 @@ pub(super) async fn run_kafka(
                         state.handle(event).await?;
                     }
                     match msg {
-                        // While draining, records are left for the next run: nothing past the
-                        // sealed segments is committed. (Records fetched just before a
-                        // backpressure pause are still taken: dropping one would leave a hole.)
-                        Ok(_) if state.draining => {}
+                        // Every owned partition is read from its own queue, detached before it
+                        // was assigned: a record here could be out of order with its
+                        // partition's reader, so that partition stops rather than guess.
                         Ok(record) => {
                             let tp = (record.topic.to_string(), record.partition);
-                            let beyond = options.once
-                                && state.marks.end.get(&tp).is_some_and(|end| record.offset >= *end);
-                            if !beyond {
-                                state.marks.reached(&tp, record.offset + 1);
-                                state.pipeline.ingest(record)?;
-                            }
-                            if options.once && state.marks.done() {
-                                state.start_drain();
+                            if let Some((token, _)) = state.readers.get(&tp) {
+                                let error = ConsumeError {
+                                    topic: tp.0.clone(),
+                                    partition: tp.1,
+                                    offset: record.offset,
+                                    cause: ReadFailure::Misrouted,
+                                };
+                                let token = *token;
+                                state.on_fetched(Fetched::failed(tp, token, error))?;
                             }
                         }
                         Err(e) => tracing::warn!(error = %e, "Kafka consumer error"),
@@ -369,7 +475,16 @@ pub(super) async fn run_kafka(
     }
     .await;
     let stats = state.pipeline.stats;
+    let stopped: Vec<ConsumeError> = std::mem::take(&mut state.stopped).into_values().collect();
+    for (_, (_, reader)) in state.readers.drain() {
+        reader.stop().await;
+    }
     drop(state);
     kafka.close().await;
-    outcome.map(|()| stats)
+    outcome?;
+    if stopped.is_empty() {
+        Ok(stats)
+    } else {
+        Err(RunError::PartitionsStopped(stopped))
+    }
 }

@@ -16,6 +16,7 @@ use crate::delivery::{Delivery, RetryPolicy, Target};
 use crate::pipeline::{Destination, Limits, Pipeline, PipelineError, RunStats};
 use crate::source::file::FileSourceError;
 use crate::source::kafka::KafkaSourceError;
+use crate::source::reader::ConsumeError;
 use crate::store::{StoreError, build_store, key_prefix};
 use crate::telemetry::{DestinationHealth, Health, ServeError};
 
@@ -61,6 +62,8 @@ pub enum RunError {
         committed: i64,
         low: i64,
     },
+    #[error("{}", partitions_stopped(.0))]
+    PartitionsStopped(Vec<ConsumeError>),
     #[error("offset commits keep failing ({0}); stopping so the records are consumed again")]
     Commit(String),
     #[error(
@@ -71,6 +74,24 @@ pub enum RunError {
         "shutdown timed out after {0:?} with {1} segments undelivered; they were not committed and will be consumed again"
     )]
     ShutdownTimeout(Duration, usize),
+}
+
+fn partitions_stopped(errors: &[ConsumeError]) -> String {
+    let mut text = format!(
+        "{} partition(s) stopped on a Kafka consume error; every other partition was delivered \
+         and committed:",
+        errors.len()
+    );
+    for e in errors {
+        text.push_str(&format!("\n  {e}"));
+    }
+    text.push_str(
+        "\nNothing was skipped: the next run starts each stopped partition at that offset \
+         again. If librdkafka cannot decode the batch there (a corrupt batch, a CRC mismatch), \
+         fix it upstream, or move the group's offset past it deliberately \
+         (kafka-consumer-groups --reset-offsets --to-offset)",
+    );
+    text
 }
 
 /// How a run is stopped: `shutdown` ends consumption (a signal); `uploads` ends uploads,

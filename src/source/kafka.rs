@@ -2,8 +2,11 @@
 //!
 //! The rebalance callbacks run inside librdkafka's poll; they only push an event onto a
 //! channel and return. Blocking calls (metadata, watermarks, commits) run on the blocking pool.
+//! Each assigned partition is read from its own queue (see [`super::reader`]); the consumer's
+//! main queue only serves the callbacks and client-wide errors.
 
 use std::collections::BTreeMap;
+use std::ffi::CString;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,10 +18,12 @@ use rdkafka::consumer::{
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::Semaphore;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use super::Record;
 use super::ownership::Ownership;
+use super::reader::{Fetched, PartitionReader};
 use crate::config::KafkaSettings;
 
 /// A topic and partition, owned.
@@ -55,6 +60,8 @@ pub enum KafkaSourceError {
     Task(String),
     #[error("not committed: topic {topic:?} partition {partition} was revoked since")]
     NotOwned { topic: String, partition: i32 },
+    #[error("topic {topic:?} partition {partition}: librdkafka has no queue for it")]
+    PartitionQueue { topic: String, partition: i32 },
 }
 
 /// Hands rebalances and client errors to the run loop, and keeps [`Ownership`] current;
@@ -96,12 +103,46 @@ impl ClientContext for PailContext {
     }
 }
 
+/// Takes the partitions about to be assigned off the consumer's main queue, before librdkafka
+/// starts fetching them: their records and consume errors then wait in each partition's own
+/// queue for its [`PartitionReader`]. Done here, in the callback, because a split made later by
+/// the run loop could let the first records of a partition reach the main queue, out of order
+/// with the rest. librdkafka remembers that the application set the forwarding, so its own
+/// fetch start leaves it alone (rd_kafka_toppar_op_fetch_start, `RD_KAFKA_Q_F_FWD_APP`).
+fn detach_fetch_queues(consumer: &BaseConsumer<PailContext>, tpl: &TopicPartitionList) {
+    let client = consumer.client().native_ptr();
+    for element in tpl.elements() {
+        let Ok(topic) = CString::new(element.topic()) else {
+            continue;
+        };
+        // SAFETY: `client` is the live handle of the consumer whose callback this is, and
+        // `topic` outlives the call. rd_kafka_queue_get_partition returns a new reference to
+        // the partition's fetch queue (or null); forwarding it to null detaches it from the
+        // main queue, and rd_kafka_queue_destroy releases only that reference.
+        unsafe {
+            let queue = rdkafka::bindings::rd_kafka_queue_get_partition(
+                client,
+                topic.as_ptr(),
+                element.partition(),
+            );
+            if !queue.is_null() {
+                rdkafka::bindings::rd_kafka_queue_forward(queue, std::ptr::null_mut());
+                rdkafka::bindings::rd_kafka_queue_destroy(queue);
+            }
+        }
+    }
+}
+
 impl ConsumerContext for PailContext {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            let revoked = list(tpl);
-            self.ownership.revoke(&revoked);
-            let _ = self.events.send(KafkaEvent::Revoked(revoked));
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let revoked = list(tpl);
+                self.ownership.revoke(&revoked);
+                let _ = self.events.send(KafkaEvent::Revoked(revoked));
+            }
+            Rebalance::Assign(tpl) => detach_fetch_queues(consumer, tpl),
+            Rebalance::Error(_) => {}
         }
     }
 
@@ -213,6 +254,9 @@ pub struct KafkaSource {
 pub fn client_config(settings: &KafkaSettings) -> ClientConfig {
     let mut defaults = BTreeMap::from([
         ("auto.offset.reset", "earliest"),
+        // As the Java consumer does: a batch damaged on its way is a consume error that stops
+        // its partition (see `reader`), not records read wrong.
+        ("check.crcs", "true"),
         ("client.id", "pail"),
         ("session.timeout.ms", "45000"),
     ]);
@@ -316,7 +360,38 @@ impl KafkaSource {
         .map_err(|e| KafkaSourceError::Task(e.to_string()))?
     }
 
-    /// Waits for the next message; errors are returned, not retried.
+    /// Starts reading an assigned partition from its own queue, from `start`; its records and
+    /// a consume error, if one comes, go to `out` tagged with `token`, each record holding its
+    /// share of `budget` (bytes read ahead of the run loop) until dropped.
+    pub fn read_partition(
+        &self,
+        partition: TopicPartition,
+        token: u64,
+        start: i64,
+        budget: Arc<Semaphore>,
+        out: UnboundedSender<Fetched>,
+    ) -> Result<PartitionReader, KafkaSourceError> {
+        let queue = self
+            .consumer
+            .split_partition_queue(&partition.0, partition.1)
+            .ok_or_else(|| KafkaSourceError::PartitionQueue {
+                topic: partition.0.clone(),
+                partition: partition.1,
+            })?;
+        Ok(PartitionReader::spawn(
+            self.consumer.clone(),
+            queue,
+            partition,
+            token,
+            start,
+            budget,
+            out,
+        ))
+    }
+
+    /// Waits for the next event of the main queue, serving the rebalance callbacks. Records
+    /// arrive here only if a partition's queue was not detached (see `detach_fetch_queues`);
+    /// errors are returned, not retried.
     pub async fn recv(&self) -> Result<Record, KafkaError> {
         let msg = self.consumer.recv().await?;
         let topic = self
@@ -384,19 +459,6 @@ impl KafkaSource {
         .map_err(|e| KafkaSourceError::Task(e.to_string()))?
     }
 
-    /// The consumer's position (next offset to return) for a partition, if known.
-    pub fn position(&self, topic: &str, partition: i32) -> Option<i64> {
-        let tpl = self.consumer.position().ok()?;
-        let pos = match tpl.find_partition(topic, partition)?.offset() {
-            Offset::Offset(o) => Some(o),
-            _ => None,
-        };
-        drop(tpl);
-        pos
-    }
-
-    /// A handle that commits offsets from another task, so the run loop keeps polling (and
-    /// serving rebalances) while a commit waits for the coordinator.
     /// Replaces the subscription with `topics` (a destination passed its connection test).
     pub fn subscribe(&self, topics: &[String]) -> Result<(), KafkaSourceError> {
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -408,6 +470,8 @@ impl KafkaSource {
             })
     }
 
+    /// A handle that commits offsets from another task, so the run loop keeps polling (and
+    /// serving rebalances) while a commit waits for the coordinator.
     pub fn committer(&self) -> KafkaCommitter {
         KafkaCommitter {
             consumer: self.consumer.clone(),

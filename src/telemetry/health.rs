@@ -1,6 +1,7 @@
 //! Health of the worker and of each destination: what `/healthz`, `/readyz` and the
 //! per-destination metrics report.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -121,10 +122,24 @@ impl DestinationHealth {
     }
 }
 
-/// The worker's health: its destinations and a heartbeat from the run loop.
+/// A partition this worker owns but stopped reading: librdkafka could not read it further.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoppedPartition {
+    pub topic: String,
+    pub partition: i32,
+    /// The first offset not delivered: the commit stays at or before it.
+    pub offset: i64,
+    pub error: String,
+    /// When it stopped (seconds since the Unix epoch).
+    pub since_unix: u64,
+}
+
+/// The worker's health: its destinations, its stopped partitions and a heartbeat from the run
+/// loop.
 #[derive(Debug)]
 pub struct Health {
     destinations: Vec<Arc<DestinationHealth>>,
+    stopped: Mutex<BTreeMap<(String, i32), StoppedPartition>>,
     started: Instant,
     /// Milliseconds after `started` of the run loop's last turn.
     heartbeat_ms: AtomicU64,
@@ -136,13 +151,16 @@ pub const STALL_AFTER: Duration = Duration::from_secs(60);
 /// `/readyz` and `/healthz` in one document.
 #[derive(Debug, Serialize)]
 pub struct HealthReport {
-    /// `ok`, or `degraded` when a destination refuses uploads.
+    /// `ok`, or `degraded` when a destination refuses uploads or a partition is stopped.
     pub status: &'static str,
     /// The run loop turned within the last minute.
     pub live: bool,
     /// Every destination accepts uploads.
     pub ready: bool,
     pub destinations: Vec<DestinationReport>,
+    /// Partitions stopped on a consume error, until they are revoked (a restart or a
+    /// rebalance retries them from their last commit).
+    pub stopped_partitions: Vec<StoppedPartition>,
 }
 
 /// One destination in a [`HealthReport`].
@@ -160,6 +178,7 @@ impl Health {
     pub fn new(destinations: Vec<Arc<DestinationHealth>>) -> Self {
         Self {
             destinations,
+            stopped: Mutex::new(BTreeMap::new()),
             started: Instant::now(),
             heartbeat_ms: AtomicU64::new(0),
         }
@@ -169,6 +188,44 @@ impl Health {
     pub fn beat(&self) {
         let ms = self.started.elapsed().as_millis() as u64;
         self.heartbeat_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// A partition stopped at `offset` because librdkafka could not read it.
+    pub fn partition_stopped(&self, topic: &str, partition: i32, offset: i64, error: String) {
+        let since_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.stopped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                (topic.to_string(), partition),
+                StoppedPartition {
+                    topic: topic.to_string(),
+                    partition,
+                    offset,
+                    error,
+                    since_unix,
+                },
+            );
+    }
+
+    /// A partition left this worker: whatever stopped it is its next owner's to find.
+    pub fn partition_released(&self, topic: &str, partition: i32) {
+        self.stopped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(topic.to_string(), partition));
+    }
+
+    /// The partitions stopped now.
+    pub fn stopped_partitions(&self) -> Vec<StoppedPartition> {
+        self.stopped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// The destinations, in configuration order.
@@ -194,11 +251,17 @@ impl Health {
             })
             .collect();
         let ready = destinations.iter().all(|d| d.failure.is_none());
+        let stopped_partitions = self.stopped_partitions();
         HealthReport {
-            status: if ready { "ok" } else { "degraded" },
+            status: if ready && stopped_partitions.is_empty() {
+                "ok"
+            } else {
+                "degraded"
+            },
             live: since_beat < STALL_AFTER,
             ready,
             destinations,
+            stopped_partitions,
         }
     }
 
@@ -206,6 +269,14 @@ impl Health {
     pub fn render_metrics(&self) -> String {
         let mut out = String::with_capacity(4096);
         METRICS.render(&mut out);
+        let stopped = self.stopped.lock().unwrap_or_else(|p| p.into_inner()).len();
+        super::metrics::family(
+            &mut out,
+            "pail_partitions_stopped",
+            "gauge",
+            "Owned partitions stopped on a Kafka consume error (see /healthz).",
+            stopped as u64,
+        );
         type Pick = fn(&DestinationHealth) -> u64;
         let families: [(&str, &str, &str, Pick); 6] = [
             (

@@ -70,6 +70,7 @@ pub struct Metrics {
     pub multipart_abort_failures: Counter,
     pub credential_refreshes: Counter,
     pub credential_refresh_failures: Counter,
+    pub consume_errors: Counter,
     pub partitions_assigned: Gauge,
     pub partitions_paused: Gauge,
     pub segments_in_flight: Gauge,
@@ -91,6 +92,7 @@ pub static METRICS: Metrics = Metrics {
     multipart_abort_failures: Counter::new(),
     credential_refreshes: Counter::new(),
     credential_refresh_failures: Counter::new(),
+    consume_errors: Counter::new(),
     partitions_assigned: Gauge::new(),
     partitions_paused: Gauge::new(),
     segments_in_flight: Gauge::new(),
@@ -108,7 +110,7 @@ pub(super) fn family(out: &mut String, name: &str, kind: &str, help: &str, value
 impl Metrics {
     /// The process-wide figures in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
-        let counters: [(&str, &str, &Counter); 13] = [
+        let counters: [(&str, &str, &Counter); 14] = [
             (
                 "pail_records_consumed_total",
                 "Records taken from the source.",
@@ -173,6 +175,11 @@ impl Metrics {
                 "pail_credential_refresh_failures_total",
                 "Background credential refreshes that failed (retried).",
                 &self.credential_refresh_failures,
+            ),
+            (
+                "pail_consume_errors_total",
+                "Kafka consume errors that stopped a partition (see pail_partitions_stopped).",
+                &self.consume_errors,
             ),
         ];
         for (name, help, c) in counters {

@@ -18,7 +18,7 @@ import os
 import sys
 import traceback
 
-SETUP_HINT = "run `bash scripts/setup.sh` to install pyarrow and duckdb"
+SETUP_HINT = "run `bash scripts/setup.sh --tests` to install pyarrow and duckdb"
 
 # The row reported field by field (the third argument).
 PROBE_ID = 5

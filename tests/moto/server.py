@@ -15,7 +15,7 @@ with HTTP 200. The launcher renames the element; nothing else changes.
     python3 tests/moto/server.py -H 127.0.0.1 -p PORT
 """
 import sys
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from botocore.awsrequest import AWSRequest
 from moto.iam import access_control
@@ -27,7 +27,9 @@ def _create_aws_request(self):
         "SignedHeaders=", ",", self._headers["Authorization"]).split(";")
     headers = self._create_headers_for_aws_request(signed_headers, self._headers)
     path, sep, query = self._path.partition("?")
-    request = AWSRequest(method=self._method, url=quote(path, safe="/~") + sep + query,
+    # moto 5.2.1 hands over the decoded path, 5.2.5 the encoded one (both tested): decode
+    # first, so that both are encoded exactly once.
+    request = AWSRequest(method=self._method, url=quote(unquote(path), safe="/~") + sep + query,
                          data=self._body or self._data, headers=headers)
     request.context["timestamp"] = headers["X-Amz-Date"]
     return request

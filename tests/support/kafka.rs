@@ -57,6 +57,42 @@ impl MockKafka {
         self.produce(&records);
     }
 
+    /// Produces `payloads` to one partition in batches compressed with `codec` (librdkafka's
+    /// `compression.type`: none, gzip, snappy, lz4, zstd), timestamps one second apart from
+    /// `first_ms`, and waits until all are acknowledged.
+    pub fn produce_compressed(
+        &self,
+        codec: &str,
+        topic: &str,
+        partition: i32,
+        payloads: &[String],
+        first_ms: i64,
+    ) {
+        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+            .set("bootstrap.servers", self.cluster.bootstrap_servers())
+            .set("compression.type", codec)
+            .set("linger.ms", "20")
+            .set("batch.num.messages", "500")
+            .create()
+            .unwrap_or_else(|e| panic!("a {codec} producer: {e}"));
+        for (i, p) in payloads.iter().enumerate() {
+            let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
+                .partition(partition)
+                .timestamp(first_ms + i as i64 * 1000)
+                .payload(p.as_bytes());
+            loop {
+                match producer.send(rec) {
+                    Ok(()) => break,
+                    Err((_, back)) => {
+                        producer.flush(Duration::from_millis(100)).ok();
+                        rec = back;
+                    }
+                }
+            }
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+    }
+
     /// Produces records and waits until all are acknowledged.
     pub fn produce(&self, records: &[Produce<'_>]) {
         for r in records {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod kafka;
+pub mod kafka_wire;
 pub mod moto;
 pub mod oidc;
 pub mod read;
@@ -10,7 +11,59 @@ pub mod s3;
 pub mod seaweed;
 pub mod workers;
 
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// The `pail` binary the child-process tests run: `PAIL_BIN` when set (CI and
+/// `scripts/test.sh` point it at `cargo build --release --locked --bin pail`, the artifact
+/// users run), else the binary `cargo test` built, whose dependencies may carry features that
+/// only dev-dependencies switch on.
+pub fn pail_bin() -> PathBuf {
+    match std::env::var_os("PAIL_BIN") {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            assert!(
+                path.is_file(),
+                "PAIL_BIN={} is not a file; build it with `cargo build --release --locked --bin pail`",
+                path.display()
+            );
+            path
+        }
+        None => PathBuf::from(env!("CARGO_BIN_EXE_pail")),
+    }
+}
+
+/// Runs the `pail` binary ([`pail_bin`]) with `args` in `cwd`, with `env` added (and
+/// `PAIL_CONFIG` removed), bounded by `limit`; returns its output.
+pub async fn run_pail(
+    args: &[&str],
+    cwd: &std::path::Path,
+    env: &[(&str, &str)],
+    limit: Duration,
+) -> std::process::Output {
+    let mut cmd = tokio::process::Command::new(pail_bin());
+    cmd.args(args)
+        .current_dir(cwd)
+        .kill_on_drop(true)
+        .env_remove("PAIL_CONFIG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    bounded(limit, cmd.output()).await.unwrap()
+}
+
+/// A program the tests run (`python3`, `weed`): from the project's `.venv/`, which
+/// `bash scripts/setup.sh --tests` creates, else from `PATH`.
+pub fn test_tool(name: &str) -> PathBuf {
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(".venv/bin")
+        .join(name);
+    if venv.is_file() {
+        venv
+    } else {
+        PathBuf::from(name)
+    }
+}
 
 /// Fails the test if `fut` takes longer than `limit`: tests are bounded.
 pub async fn bounded<T>(limit: Duration, fut: impl std::future::Future<Output = T>) -> T {

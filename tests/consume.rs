@@ -1,0 +1,247 @@
+//! What the `pail` binary consumes, through librdkafka's mock cluster: topics produced with
+//! every compression codec, and batches librdkafka cannot read, which stop their partition
+//! (never skipped, never committed past) while the other partitions are delivered.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::Value;
+use support::kafka::{MockKafka, Produce};
+use support::kafka_wire::{append_batch, record_batch, records_body};
+use support::read;
+
+/// 2026-05-01T10:00:00Z.
+const T0_MS: i64 = 1_777_629_600_000;
+
+/// A config for `pail run` from `topics` on `brokers` into `dir/out`, with the partition and
+/// offset of each record in its row.
+fn write_config(dir: &Path, brokers: &str, group: &str, topics: &[&str]) -> PathBuf {
+    let topics: Vec<String> = topics.iter().map(|t| format!("{t:?}")).collect();
+    let text = format!(
+        r#"
+[source]
+kind = "kafka"
+brokers = "{brokers}"
+group_id = "{group}"
+topics = [{topics}]
+[source.properties]
+"session.timeout.ms" = "6000"
+
+[[destinations]]
+name = "local"
+url = "file://{out}"
+key_template = "{{topic}}/p={{partition}}"
+timestamp = "kafka"
+on_bad_record = "fail"
+[destinations.rotation]
+max_records = 400
+"#,
+        topics = topics.join(", "),
+        out = dir.join("out").display(),
+    );
+    let path = dir.join(format!("{group}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Runs `pail run --once` with JSON logs, bounded in time.
+async fn run_once(config: &Path) -> Output {
+    let args = ["run", "--once", "--config", config.to_str().unwrap()];
+    let env = [("PAIL_LOG_FORMAT", "json"), ("PAIL_LOG", "info")];
+    let cwd = config.parent().unwrap();
+    support::run_pail(&args, cwd, &env, Duration::from_secs(180)).await
+}
+
+/// `(topic, partition) → offsets` of every row written under `out`, in file order.
+fn delivered(out: &Path) -> BTreeMap<(String, i64), Vec<i64>> {
+    let mut by_partition: BTreeMap<(String, i64), Vec<i64>> = BTreeMap::new();
+    for (_, rows) in read::all_parquet(out) {
+        for row in rows {
+            let topic = row["_kafka_topic"].as_str().unwrap().to_string();
+            let partition = row["_kafka_partition"].as_i64().unwrap();
+            by_partition
+                .entry((topic, partition))
+                .or_default()
+                .push(row["_kafka_offset"].as_i64().unwrap());
+        }
+    }
+    for offsets in by_partition.values_mut() {
+        offsets.sort_unstable();
+    }
+    by_partition
+}
+
+/// The group's committed offset of each partition of `topic`, as a new member reads them.
+fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let answer = consumer
+        .committed_offsets(tpl, Duration::from_secs(30))
+        .unwrap();
+    let offsets = (0..partitions)
+        .map(
+            |p| match answer.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => Some(o),
+                _ => None,
+            },
+        )
+        .collect();
+    // A partition list alive while its consumer is dropped hangs librdkafka's destroy.
+    drop(answer);
+    offsets
+}
+
+/// The error events of a JSON log.
+fn errors(stderr: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["level"] == "ERROR")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_compression_codec_is_consumed_exactly_once() {
+    const CODECS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
+    const PER_PARTITION: usize = 1500;
+    let topics: Vec<String> = CODECS.iter().map(|c| format!("events-{c}")).collect();
+    let specs: Vec<(&str, i32)> = topics.iter().map(|t| (t.as_str(), 2)).collect();
+    let kafka = MockKafka::start(&specs);
+    let mut want = Vec::new();
+    for (codec, topic) in CODECS.iter().zip(&topics) {
+        for partition in 0..2 {
+            let payloads: Vec<String> = (0..PER_PARTITION)
+                .map(|i| {
+                    let id = format!("{codec}-{partition}-{i}");
+                    want.push(id.clone());
+                    // Repetitive, so that every codec really compresses the batches
+                    // (librdkafka sends a batch uncompressed when compressing does not help).
+                    format!(
+                        r#"{{"id":"{id}","codec":"{codec}","page":"/products/{}","agent":"Mozilla/5.0 (X11; Linux x86_64)"}}"#,
+                        i % 17
+                    )
+                })
+                .collect();
+            kafka.produce_compressed(codec, topic, partition, &payloads, T0_MS);
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let config = write_config(dir.path(), &kafka.brokers(), "codecs", &names);
+    let out = run_once(&config).await;
+    assert!(
+        out.status.success(),
+        "pail run --once failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut got: Vec<String> = read::all_parquet(&dir.path().join("out"))
+        .into_iter()
+        .flat_map(|(_, rows)| {
+            rows.into_iter()
+                .map(|r| r["id"].as_str().unwrap().to_string())
+        })
+        .collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got.len(), want.len(), "rows delivered");
+    assert_eq!(got, want, "every record exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_librdkafka_cannot_read_stops_only_its_partition() {
+    let kafka = MockKafka::start(&[("events", 3)]);
+    let brokers = kafka.brokers();
+    let produce = |partition: i32, from: usize, n: usize| {
+        let payloads: Vec<String> = (from..from + n)
+            .map(|i| format!(r#"{{"p":{partition},"i":{i}}}"#))
+            .collect();
+        let records: Vec<Produce<'_>> = payloads
+            .iter()
+            .map(|p| Produce {
+                topic: "events",
+                partition,
+                key: None,
+                payload: Some(p.as_bytes()),
+                timestamp_ms: T0_MS,
+            })
+            .collect();
+        kafka.produce(&records);
+    };
+    // Partition 0: 40 records, a gzip batch whose data does not decompress (5 records), 30
+    // more. Partition 1: 25 records, a batch whose CRC does not match (3 readable records),
+    // 20 more. Partition 2: 60 records.
+    produce(0, 0, 40);
+    let garbage = record_batch(1, 5, b"these bytes are not a gzip stream", T0_MS, false);
+    assert_eq!(append_batch(&brokers, "events", 0, &garbage), 40);
+    produce(0, 45, 30);
+    produce(1, 0, 25);
+    let values: Vec<&[u8]> = vec![
+        br#"{"p":1,"i":25}"#,
+        br#"{"p":1,"i":26}"#,
+        br#"{"p":1,"i":27}"#,
+    ];
+    let bad_crc = record_batch(0, 3, &records_body(&values), T0_MS, true);
+    assert_eq!(append_batch(&brokers, "events", 1, &bad_crc), 25);
+    produce(1, 28, 20);
+    produce(2, 0, 60);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &brokers, "stops", &["events"]);
+    let expect_delivered: BTreeMap<(String, i64), Vec<i64>> = [
+        (("events".to_string(), 0), (0..40).collect()),
+        (("events".to_string(), 1), (0..25).collect()),
+        (("events".to_string(), 2), (0..60).collect()),
+    ]
+    .into_iter()
+    .collect();
+
+    // Twice: a second run stops at the same offsets; nothing is ever skipped.
+    for run in 1..=2 {
+        let out = run_once(&config).await;
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "run {run}: exit status; log:\n{stderr}"
+        );
+        let mut stops: Vec<(i64, i64)> = errors(&out.stderr)
+            .iter()
+            .filter(|e| e["fields"]["topic"] == "events")
+            .filter_map(|e| {
+                Some((
+                    e["fields"]["partition"].as_i64()?,
+                    e["fields"]["offset"].as_i64()?,
+                ))
+            })
+            .collect();
+        stops.sort_unstable();
+        assert_eq!(
+            stops,
+            vec![(0, 40), (1, 25)],
+            "run {run}: the stopped partitions and offsets logged; log:\n{stderr}"
+        );
+        assert_eq!(
+            delivered(&dir.path().join("out")),
+            expect_delivered,
+            "run {run}: rows by partition; log:\n{stderr}"
+        );
+        assert_eq!(
+            committed(&brokers, "stops", "events", 3),
+            vec![Some(40), Some(25), Some(60)],
+            "run {run}: committed offsets"
+        );
+    }
+}
