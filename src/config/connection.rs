@@ -164,9 +164,15 @@ pub(super) fn connection(
             }
         },
     };
+    // The config's own region first; then, as every AWS tool does, AWS_REGION and
+    // AWS_DEFAULT_REGION; then the S3_REGION convention. R2 and GCS sign for "auto" whatever
+    // region an AWS-minded environment names.
     let region = raw.region.clone().unwrap_or_else(|| match provider {
         Provider::R2 | Provider::Gcs => "auto".to_string(),
-        _ => env("S3_REGION").unwrap_or_else(|| "us-east-1".to_string()),
+        _ => ["AWS_REGION", "AWS_DEFAULT_REGION", "S3_REGION"]
+            .into_iter()
+            .find_map(|name| env(name).filter(|v| !v.is_empty()))
+            .unwrap_or_else(|| "us-east-1".to_string()),
     });
     let path_style = raw.path_style.unwrap_or(!provider.is_aws());
     Some(Connection {
@@ -395,5 +401,30 @@ mod tests {
         .unwrap();
         assert_eq!(d.location.to_string(), "s3://in-file/p");
         assert_eq!(d.region, "us-west-2");
+    }
+
+    #[test]
+    fn region_comes_from_the_file_then_aws_region_then_aws_default_region_then_s3_region() {
+        let all = [
+            ("AWS_REGION", "ap-south-1"),
+            ("AWS_DEFAULT_REGION", "sa-east-1"),
+            ("S3_REGION", "eu-central-1"),
+        ];
+        let region = |text: &str, vars: &[(&str, &str)]| dest(text, vars).unwrap().region;
+        assert_eq!(
+            region("url = \"s3://bkt\"\nregion = \"us-west-2\"", &all),
+            "us-west-2"
+        );
+        assert_eq!(region("url = \"s3://bkt\"", &all), "ap-south-1");
+        assert_eq!(region("url = \"s3://bkt\"", &all[1..]), "sa-east-1");
+        assert_eq!(region("url = \"s3://bkt\"", &all[2..]), "eu-central-1");
+        assert_eq!(
+            region("url = \"s3://bkt\"", &[("AWS_REGION", "")]),
+            "us-east-1"
+        );
+        assert_eq!(region("url = \"s3://bkt\"", &[]), "us-east-1");
+        // R2 signs for "auto" whatever the environment says; its own key still wins.
+        let r2 = "url = \"s3://bkt\"\nprovider = \"r2\"\naccount_id = \"acct\"";
+        assert_eq!(region(r2, &all), "auto");
     }
 }
