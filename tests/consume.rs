@@ -1,6 +1,8 @@
 //! What the `pail` binary consumes, through librdkafka's mock cluster: topics produced with
 //! every compression codec, and batches librdkafka cannot read, which stop their partition
-//! (never skipped, never committed past) while the other partitions are delivered.
+//! (never skipped, never committed past) while the other partitions are delivered — in a
+//! `--once` run, run twice, and in a long-running worker that reports the stop in `/healthz`
+//! and `/metrics`.
 
 mod support;
 
@@ -12,16 +14,18 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
+use support::http::{endpoint_address, eventually, get};
 use support::kafka::{MockKafka, Produce};
 use support::kafka_wire::{append_batch, record_batch, records_body};
 use support::read;
+use support::workers::spawn_worker;
 
 /// 2026-05-01T10:00:00Z.
 const T0_MS: i64 = 1_777_629_600_000;
 
 /// A config for `pail run` from `topics` on `brokers` into `dir/out`, with the partition and
-/// offset of each record in its row.
-fn write_config(dir: &Path, brokers: &str, group: &str, topics: &[&str]) -> PathBuf {
+/// offset of each record in its row; `more` is appended (it starts in the rotation table).
+fn write_config(dir: &Path, brokers: &str, group: &str, topics: &[&str], more: &str) -> PathBuf {
     let topics: Vec<String> = topics.iter().map(|t| format!("{t:?}")).collect();
     let text = format!(
         r#"
@@ -41,7 +45,7 @@ timestamp = "kafka"
 on_bad_record = "fail"
 [destinations.rotation]
 max_records = 400
-"#,
+{more}"#,
         topics = topics.join(", "),
         out = dir.join("out").display(),
     );
@@ -104,6 +108,29 @@ fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<Op
     offsets
 }
 
+/// Produces `{"p":P,"i":I}` for `i` in `range` to partition `partition` of `events`.
+fn produce_json(kafka: &MockKafka, partition: i32, range: std::ops::Range<usize>) {
+    let payloads: Vec<String> = range
+        .map(|i| format!(r#"{{"p":{partition},"i":{i}}}"#))
+        .collect();
+    let records: Vec<Produce<'_>> = payloads
+        .iter()
+        .map(|p| Produce {
+            topic: "events",
+            partition,
+            key: None,
+            payload: Some(p.as_bytes()),
+            timestamp_ms: T0_MS,
+        })
+        .collect();
+    kafka.produce(&records);
+}
+
+/// `events` partition `p`: offsets `0..n` delivered, as [`delivered`] lists them.
+fn offsets(p: i64, n: i64) -> ((String, i64), Vec<i64>) {
+    (("events".to_string(), p), (0..n).collect())
+}
+
 /// The error events of a JSON log.
 fn errors(stderr: &[u8]) -> Vec<Value> {
     String::from_utf8_lossy(stderr)
@@ -140,7 +167,7 @@ async fn every_compression_codec_is_consumed_exactly_once() {
     }
     let dir = tempfile::tempdir().unwrap();
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    let config = write_config(dir.path(), &kafka.brokers(), "codecs", &names);
+    let config = write_config(dir.path(), &kafka.brokers(), "codecs", &names, "");
     let out = run_once(&config).await;
     assert!(
         out.status.success(),
@@ -164,22 +191,8 @@ async fn every_compression_codec_is_consumed_exactly_once() {
 async fn a_batch_librdkafka_cannot_read_stops_only_its_partition() {
     let kafka = MockKafka::start(&[("events", 3)]);
     let brokers = kafka.brokers();
-    let produce = |partition: i32, from: usize, n: usize| {
-        let payloads: Vec<String> = (from..from + n)
-            .map(|i| format!(r#"{{"p":{partition},"i":{i}}}"#))
-            .collect();
-        let records: Vec<Produce<'_>> = payloads
-            .iter()
-            .map(|p| Produce {
-                topic: "events",
-                partition,
-                key: None,
-                payload: Some(p.as_bytes()),
-                timestamp_ms: T0_MS,
-            })
-            .collect();
-        kafka.produce(&records);
-    };
+    let produce =
+        |partition: i32, from: usize, n: usize| produce_json(&kafka, partition, from..from + n);
     // Partition 0: 40 records, a gzip batch whose data does not decompress (5 records), 30
     // more. Partition 1: 25 records, a batch whose CRC does not match (3 readable records),
     // 20 more. Partition 2: 60 records.
@@ -199,14 +212,11 @@ async fn a_batch_librdkafka_cannot_read_stops_only_its_partition() {
     produce(2, 0, 60);
 
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &brokers, "stops", &["events"]);
-    let expect_delivered: BTreeMap<(String, i64), Vec<i64>> = [
-        (("events".to_string(), 0), (0..40).collect()),
-        (("events".to_string(), 1), (0..25).collect()),
-        (("events".to_string(), 2), (0..60).collect()),
-    ]
-    .into_iter()
-    .collect();
+    let config = write_config(dir.path(), &brokers, "stops", &["events"], "");
+    let expect_delivered: BTreeMap<(String, i64), Vec<i64>> =
+        [offsets(0, 40), offsets(1, 25), offsets(2, 60)]
+            .into_iter()
+            .collect();
 
     // Twice: a second run stops at the same offsets; nothing is ever skipped.
     for run in 1..=2 {
@@ -244,4 +254,86 @@ async fn a_batch_librdkafka_cannot_read_stops_only_its_partition() {
             "run {run}: committed offsets"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_running_worker_reports_a_stopped_partition_and_delivers_the_others() {
+    let kafka = MockKafka::start(&[("events", 2)]);
+    let brokers = kafka.brokers();
+    produce_json(&kafka, 0, 0..10);
+    let garbage = record_batch(1, 5, b"not gzip either", T0_MS, false);
+    assert_eq!(append_batch(&brokers, "events", 0, &garbage), 10);
+    produce_json(&kafka, 0, 15..25);
+    produce_json(&kafka, 1, 0..20);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let more = "max_age = \"1s\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\n";
+    let config = write_config(dir.path(), &brokers, "long", &["events"], more);
+    let log = dir.path().join("worker.log");
+    let child = spawn_worker(&config, &log);
+    let addr = endpoint_address(&log).await;
+
+    let health = || async {
+        let (_, body) = get(&addr, "/healthz").await;
+        serde_json::from_str::<Value>(&body).unwrap_or(Value::Null)
+    };
+    eventually(
+        "partition 0 reported stopped",
+        Duration::from_secs(60),
+        || async {
+            let h = health().await;
+            h["status"] == "degraded"
+                && h["stopped_partitions"]
+                    .as_array()
+                    .is_some_and(|s| s.len() == 1 && s[0]["partition"] == 0 && s[0]["offset"] == 10)
+        },
+    )
+    .await;
+    let both: BTreeMap<_, _> = [offsets(0, 10), offsets(1, 20)].into_iter().collect();
+    eventually(
+        "what precedes the stop, and partition 1",
+        Duration::from_secs(60),
+        || async { delivered(&out) == both },
+    )
+    .await;
+    // Partition 1 goes on; partition 0 stays where it stopped.
+    produce_json(&kafka, 1, 20..35);
+    let later: BTreeMap<_, _> = [offsets(0, 10), offsets(1, 35)].into_iter().collect();
+    eventually(
+        "partition 1's later records",
+        Duration::from_secs(60),
+        || async { delivered(&out) == later },
+    )
+    .await;
+    let (_, metrics) = get(&addr, "/metrics").await;
+    assert!(
+        metrics.contains("\npail_partitions_stopped 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\npail_consume_errors_total 1\n"),
+        "{metrics}"
+    );
+
+    // A graceful stop still says the run did not deliver everything.
+    let status = stop(child).await;
+    assert_eq!(status.code(), Some(1), "exit status after SIGTERM");
+    assert_eq!(delivered(&out), later, "nothing more after the stop");
+    assert_eq!(
+        committed(&brokers, "long", "events", 2),
+        vec![Some(10), Some(35)]
+    );
+}
+
+/// SIGTERM; the exit status.
+async fn stop(mut child: tokio::process::Child) -> std::process::ExitStatus {
+    let pid = child.id().unwrap().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    support::bounded(Duration::from_secs(40), child.wait())
+        .await
+        .unwrap()
 }

@@ -10,54 +10,14 @@ mod support;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use support::http::{endpoint_address, eventually, get, request};
 use support::kafka::MockKafka;
 use support::read;
 use support::s3::{ACCESS_KEY, SECRET_KEY, TestS3};
-use support::workers::{log_count, spawn_worker, wait_for_log};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::workers::{log_count, spawn_worker};
 use tokio::net::TcpStream;
-
-/// Sends raw bytes, returns the status code and body of the answer.
-async fn request(addr: &str, raw: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let _ = s.write_all(raw).await;
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
-}
-
-async fn get(addr: &str, path: &str) -> (u16, String) {
-    request(
-        addr,
-        format!("GET {path} HTTP/1.1\r\nHost: pail\r\n\r\n").as_bytes(),
-    )
-    .await
-}
-
-/// Polls `check` every 100 ms until it holds, failing the test after `limit`.
-async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < limit, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// Ids delivered under `root`, with how often each appears.
 fn delivered(root: &Path) -> HashMap<String, usize> {
@@ -98,18 +58,6 @@ fn config(dir: &Path, brokers: &str, endpoint: &str, preflight: bool) -> std::pa
     let path = dir.join("health.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// The health endpoint's address, from the worker's log.
-async fn endpoint_address(log: &Path) -> String {
-    let needle = "endpoint listening address=";
-    assert!(wait_for_log(log, needle, 1, Duration::from_secs(30)).await);
-    let text = std::fs::read_to_string(log).unwrap();
-    text.lines()
-        .find_map(|l| l.split(needle).nth(1))
-        .unwrap()
-        .trim()
-        .to_string()
 }
 
 /// Creates the missing bucket; waits until topic b's `n` events arrived there and the worker

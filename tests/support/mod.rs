@@ -2,6 +2,7 @@
 //! Kafka cluster with a producer, and readers for what pail wrote.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod kafka;
 pub mod kafka_wire;
 pub mod moto;
