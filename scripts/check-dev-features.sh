@@ -9,6 +9,8 @@
 # fails: enable it in [dependencies] if the binary needs it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# sort and join must collate alike.
+export LC_ALL=C
 
 features() {
   # One "crate version feature" line per enabled feature, for the given dependency kinds.
@@ -22,13 +24,12 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 features normal,build >"$tmp/shipped"
 features normal,build,dev >"$tmp/tested"
-# Features only the test build has, of crates the shipped binary also contains, as
-# "crate feature" (versions aside).
-comm -13 "$tmp/shipped" "$tmp/tested" >"$tmp/extra"
-cargo tree --locked --quiet -e normal,build --prefix none -f '{p}' | awk '{ print $1, $2 }' | sort -u >"$tmp/crates"
-awk '{ print $1, $2 "|" $3 }' "$tmp/extra" | sort >"$tmp/extra-keyed"
-join -t ' ' "$tmp/crates" "$tmp/extra-keyed" 2>/dev/null |
-  awk '{ split($3, f, "|"); print $1, f[2] }' | sort -u >"$tmp/added"
+# Features only the test build has, of crates (name and version) the shipped binary also
+# contains, as "crate feature".
+comm -13 "$tmp/shipped" "$tmp/tested" | awk '{ print $1 "@" $2, $3 }' | sort >"$tmp/extra"
+cargo tree --locked --quiet -e normal,build --prefix none -f '{p}' |
+  awk '{ print $1 "@" $2 }' | sort -u >"$tmp/crates"
+join "$tmp/crates" "$tmp/extra" | awk '{ split($1, c, "@"); print c[1], $2 }' | sort -u >"$tmp/added"
 sed -e 's/#.*//' -e '/^[[:space:]]*$/d' scripts/dev-features.allow | awk '{ print $1, $2 }' | sort -u >"$tmp/allowed"
 comm -23 "$tmp/added" "$tmp/allowed" | sed 's/^/  /' >"$tmp/bad"
 if [ -s "$tmp/bad" ]; then

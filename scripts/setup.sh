@@ -14,7 +14,7 @@
 # Rust (cargo/rustc 1.95 or newer, https://rustup.rs) is not installed by this script.
 # System packages already present are left alone; missing ones are installed with apt-get (as
 # root, or through sudo), and the script says which before it does. On systems without apt it
-# prints the list and stops.
+# prints the list of what must be there and goes on, assuming it is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,14 +62,18 @@ fi
 
 $tests || exit 0
 
-# The Python test packages, in .venv/ (re-created when the requirements change).
+# The Python test packages, in .venv/ (made afresh when the requirements change).
 requirements=scripts/test-requirements.txt
 stamp=.venv/.pail-requirements
 if [ -x .venv/bin/python ] && cmp -s "$requirements" "$stamp" 2>/dev/null; then
   exit 0
 fi
 echo "setup: installing the Python test packages into .venv/: $(grep -v '^#' "$requirements" | tr '\n' ' ')"
-python3 -m venv .venv
+if ! python3 -m venv --clear .venv; then
+  echo "setup: $(command -v python3) cannot create a virtual environment; on Debian/Ubuntu" \
+    "install python3-venv, elsewhere a Python 3 with the venv and ensurepip modules" >&2
+  exit 1
+fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$requirements"
 .venv/bin/python -c 'import moto, boto3, flask, pyarrow, duckdb'
 .venv/bin/weed version >/dev/null 2>&1

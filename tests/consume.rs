@@ -12,11 +12,13 @@ use std::process::Output;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaApiKey;
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
 use support::http::{endpoint_address, eventually, get};
 use support::kafka::{MockKafka, Produce};
-use support::kafka_wire::{append_batch, record_batch, records_body};
+use support::kafka_wire::{append_batch, control_batch, record_batch, records_body};
 use support::read;
 use support::workers::spawn_worker;
 
@@ -305,15 +307,18 @@ async fn a_long_running_worker_reports_a_stopped_partition_and_delivers_the_othe
         || async { delivered(&out) == later },
     )
     .await;
+    // Tried again from offset 10 (1 s, then 2 s later), and stopped again each time.
+    eventually(
+        "partition 0 tried again",
+        Duration::from_secs(30),
+        || async {
+            let (_, metrics) = get(&addr, "/metrics").await;
+            metric(&metrics, "pail_consume_errors_total") >= 2
+        },
+    )
+    .await;
     let (_, metrics) = get(&addr, "/metrics").await;
-    assert!(
-        metrics.contains("\npail_partitions_stopped 1\n"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("\npail_consume_errors_total 1\n"),
-        "{metrics}"
-    );
+    assert_eq!(metric(&metrics, "pail_partitions_stopped"), 1, "{metrics}");
 
     // A graceful stop still says the run did not deliver everything.
     let status = stop(child).await;
@@ -323,6 +328,82 @@ async fn a_long_running_worker_reports_a_stopped_partition_and_delivers_the_othe
         committed(&brokers, "long", "events", 2),
         vec![Some(10), Some(35)]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passing_fetch_error_stops_the_partition_until_a_retry_reads_again() {
+    let kafka = MockKafka::start(&[("events", 1)]);
+    let brokers = kafka.brokers();
+    produce_json(&kafka, 0, 0..50);
+    // The next Fetch requests fail, as a broker in trouble answers; then it recovers.
+    kafka.cluster.request_errors(
+        RDKafkaApiKey::Fetch,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN; 3],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let more = "max_age = \"1s\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\n";
+    let config = write_config(dir.path(), &brokers, "heals", &["events"], more);
+    let log = dir.path().join("worker.log");
+    let child = spawn_worker(&config, &log);
+    let addr = endpoint_address(&log).await;
+    let all: BTreeMap<_, _> = [offsets(0, 50)].into_iter().collect();
+    eventually("every record, once", Duration::from_secs(60), || async {
+        delivered(&out) == all
+    })
+    .await;
+    let (_, metrics) = get(&addr, "/metrics").await;
+    assert!(
+        metric(&metrics, "pail_consume_errors_total") >= 1,
+        "the fetch errors reached pail: {metrics}"
+    );
+    eventually("no partition stopped", Duration::from_secs(30), || async {
+        let (_, metrics) = get(&addr, "/metrics").await;
+        metric(&metrics, "pail_partitions_stopped") == 0
+    })
+    .await;
+    let status = stop(child).await;
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    assert_eq!(delivered(&out), all);
+    assert_eq!(committed(&brokers, "heals", "events", 1), vec![Some(50)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_once_run_ends_at_a_log_end_made_of_transaction_markers() {
+    let kafka = MockKafka::start(&[("events", 1)]);
+    let brokers = kafka.brokers();
+    // 10 records, then two transaction markers, as a transactional producer's commits leave
+    // them: consumers never return a marker, so no record reaches the high watermark (12);
+    // the consumer's position does.
+    produce_json(&kafka, 0, 0..10);
+    for at in [10, 11] {
+        assert_eq!(
+            append_batch(&brokers, "events", 0, &control_batch(true, 7, T0_MS)),
+            at
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &brokers, "tx", &["events"], "");
+    let out = run_once(&config).await;
+    assert!(
+        out.status.success(),
+        "pail run --once: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records_only: BTreeMap<_, _> = [offsets(0, 10)].into_iter().collect();
+    assert_eq!(delivered(&dir.path().join("out")), records_only);
+    assert!(
+        !dir.path().join("out/_errors").exists(),
+        "a marker taken for a bad record"
+    );
+    assert_eq!(committed(&brokers, "tx", "events", 1), vec![Some(10)]);
+}
+
+/// The value of an unlabelled sample in a Prometheus text exposition (0 when absent).
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// SIGTERM; the exit status.

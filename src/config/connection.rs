@@ -164,13 +164,19 @@ pub(super) fn connection(
             }
         },
     };
-    // The config's own region first; then, as every AWS tool does, AWS_REGION and
-    // AWS_DEFAULT_REGION; then the S3_REGION convention. R2 and GCS sign for "auto" whatever
-    // region an AWS-minded environment names.
+    // The config's own region first. On AWS, then, AWS_REGION and AWS_DEFAULT_REGION as every
+    // AWS tool reads them, and the S3_REGION convention. A MinIO or generic store's region is
+    // its own: S3_REGION comes before the AWS names there, since EKS, ECS and Lambda set
+    // AWS_REGION for the cluster whatever store a worker writes to. R2 and GCS sign for "auto".
+    let names: &[&str] = match provider {
+        Provider::Aws => &["AWS_REGION", "AWS_DEFAULT_REGION", "S3_REGION"],
+        Provider::Minio | Provider::Generic => &["S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"],
+        Provider::R2 | Provider::Gcs => &[],
+    };
     let region = raw.region.clone().unwrap_or_else(|| match provider {
         Provider::R2 | Provider::Gcs => "auto".to_string(),
-        _ => ["AWS_REGION", "AWS_DEFAULT_REGION", "S3_REGION"]
-            .into_iter()
+        _ => names
+            .iter()
             .find_map(|name| env(name).filter(|v| !v.is_empty()))
             .unwrap_or_else(|| "us-east-1".to_string()),
     });
@@ -404,7 +410,8 @@ mod tests {
     }
 
     #[test]
-    fn region_comes_from_the_file_then_aws_region_then_aws_default_region_then_s3_region() {
+    fn region_comes_from_the_file_then_aws_region_aws_default_region_s3_region_and_s3_region_first_off_aws()
+     {
         let all = [
             ("AWS_REGION", "ap-south-1"),
             ("AWS_DEFAULT_REGION", "sa-east-1"),
@@ -423,8 +430,12 @@ mod tests {
             "us-east-1"
         );
         assert_eq!(region("url = \"s3://bkt\"", &[]), "us-east-1");
-        // R2 signs for "auto" whatever the environment says; its own key still wins.
+        // R2 signs for "auto" whatever the environment says.
         let r2 = "url = \"s3://bkt\"\nprovider = \"r2\"\naccount_id = \"acct\"";
         assert_eq!(region(r2, &all), "auto");
+        // A generic store's own S3_REGION wins over the region an AWS platform sets.
+        let wasabi = "url = \"s3://bkt\"\nendpoint = \"https://s3.eu-central-2.wasabisys.com\"";
+        assert_eq!(region(wasabi, &all), "eu-central-1");
+        assert_eq!(region(wasabi, &all[..2]), "ap-south-1");
     }
 }

@@ -7,25 +7,26 @@
 //! per owned partition (`source::reader`), tagged with the ownership token they were read
 //! under.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior, interval};
 
 use super::preflight::Preflight;
+use super::stopped::StoppedPartitions;
 use super::{MAX_COMMIT_FAILURES, RunError, RunOptions, Stops};
 use crate::config::{KafkaSettings, Settings};
 use crate::delivery::intent::RecoveryPlan;
 use crate::pipeline::{CommitRequest, Pause, Pipeline, RunStats};
-use crate::source::Record;
 use crate::source::kafka::{
     KafkaCommitter, KafkaEvent, KafkaSource, KafkaSourceError, TopicPartition,
 };
 use crate::source::reader::{
-    ConsumeError, Fetched, PartitionReader, Read, ReadFailure, read_ahead_budget,
+    ConsumeError, Fetched, PartitionReader, Read, ReadFailure, ReadFrom, read_ahead_budget,
 };
 use crate::telemetry::{Health, METRICS};
 
@@ -54,16 +55,18 @@ impl Watermarks {
 
 type CommitResult = (CommitRequest, Result<(), KafkaSourceError>);
 
-/// Runs commits one after another (so a partition's commits land in order) off the loop.
-fn spawn_committer(
-    committer: KafkaCommitter,
-) -> (
+/// The commit task: where requests go, where results come back, and the task itself.
+type CommitTask = (
     UnboundedSender<CommitRequest>,
     UnboundedReceiver<CommitResult>,
-) {
+    JoinHandle<()>,
+);
+
+/// Runs commits one after another (so a partition's commits land in order) off the loop.
+fn spawn_committer(committer: KafkaCommitter) -> CommitTask {
     let (req_tx, mut req_rx) = unbounded_channel::<CommitRequest>();
     let (res_tx, res_rx) = unbounded_channel();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         while let Some(request) = req_rx.recv().await {
             let (topic, partition) = &request.partition;
             let result = committer
@@ -79,7 +82,7 @@ fn spawn_committer(
             }
         }
     });
-    (req_tx, res_rx)
+    (req_tx, res_rx, task)
 }
 
 /// Mutable state of the Kafka run loop.
@@ -98,14 +101,24 @@ struct Loop<'a> {
     applied: Option<Pause>,
     /// No more records are taken; the loop ends when everything sealed is delivered.
     draining: bool,
-    /// Each owned partition's ownership token and reader.
-    readers: HashMap<TopicPartition, (u64, PartitionReader)>,
+    /// Each owned partition's reader.
+    readers: HashMap<TopicPartition, Owned>,
     /// Where the readers send what they read.
     fetched: UnboundedSender<Fetched>,
     /// Bytes read ahead of the loop, shared by the readers.
     budget: Arc<Semaphore>,
-    /// Owned partitions stopped on a consume error, until revoked.
-    stopped: BTreeMap<TopicPartition, ConsumeError>,
+    /// Owned partitions stopped on a consume error.
+    stopped: StoppedPartitions,
+}
+
+/// An owned partition as the loop reads it.
+struct Owned {
+    /// The ownership token of its assignment.
+    token: u64,
+    reader: PartitionReader,
+    /// The offset after the last record taken (or the position a reader reported), from its
+    /// starting point on: where a stop leaves it.
+    next: i64,
 }
 
 impl Loop<'_> {
@@ -146,14 +159,23 @@ impl Loop<'_> {
                     let epoch = tokens.get(&s.partition).copied().unwrap_or_default();
                     self.pipeline.assign(&topic, partition, plan, epoch);
                     self.release(&s.partition).await;
+                    let from = ReadFrom {
+                        token: epoch,
+                        start: s.start,
+                        end: self.options.once.then_some(s.high),
+                    };
                     let reader = self.kafka.read_partition(
                         s.partition.clone(),
-                        epoch,
-                        s.start,
+                        from,
                         self.budget.clone(),
                         self.fetched.clone(),
                     )?;
-                    self.readers.insert(s.partition.clone(), (epoch, reader));
+                    let owned = Owned {
+                        token: epoch,
+                        reader,
+                        next: s.start,
+                    };
+                    self.readers.insert(s.partition.clone(), owned);
                     if self.options.once {
                         self.marks.end.insert(s.partition.clone(), s.high);
                         self.marks.pending.insert(s.partition.clone());
@@ -189,27 +211,66 @@ impl Loop<'_> {
 
     /// Stops reading a partition (revoked, or assigned afresh) and forgets why it stopped.
     async fn release(&mut self, tp: &TopicPartition) {
-        if let Some((_, reader)) = self.readers.remove(tp) {
-            reader.stop().await;
+        if let Some(owned) = self.readers.remove(tp) {
+            owned.reader.stop().await;
         }
-        if self.stopped.remove(tp).is_some() {
+        if self.stopped.release(tp) {
             self.health.partition_released(&tp.0, tp.1);
         }
     }
 
     /// Takes what a partition's reader read, unless the partition was revoked since.
     fn on_fetched(&mut self, fetched: Fetched) -> Result<(), RunError> {
-        let current = self
-            .readers
-            .get(&fetched.partition)
-            .map(|(token, _)| *token);
-        if current != Some(fetched.token) {
+        let tp = fetched.partition;
+        let Some(owned) = self.readers.get_mut(&tp) else {
+            return Ok(());
+        };
+        if owned.token != fetched.token {
             return Ok(());
         }
         match fetched.read {
-            Read::Record(record) => self.on_record(record)?,
-            Read::Position(next) => self.marks.reached(&fetched.partition, next),
-            Read::Failed(error) => self.stop_partition(error),
+            Read::Record(record) => {
+                // While draining, records are left for the next run: nothing past the sealed
+                // segments is committed. (Records read just before a backpressure pause are
+                // still taken: dropping one would leave a hole.)
+                let beyond = self.options.once
+                    && self
+                        .marks
+                        .end
+                        .get(&tp)
+                        .is_some_and(|end| record.offset >= *end);
+                if !self.draining && !beyond {
+                    owned.next = record.offset + 1;
+                    self.marks.reached(&tp, record.offset + 1);
+                    if self.stopped.resumed(&tp) {
+                        self.health.partition_released(&tp.0, tp.1);
+                        tracing::info!(topic = %tp.0, partition = tp.1, offset = record.offset,
+                            "partition reads again after its consume error");
+                    }
+                    self.pipeline.ingest(record)?;
+                }
+            }
+            Read::Position(next) => {
+                owned.next = owned.next.max(next);
+                self.marks.reached(&tp, next);
+            }
+            Read::Failed(error) => {
+                // Where the loop stands, not the reader: records it read past the end of a
+                // `--once` run or while draining were not taken.
+                let error = ConsumeError {
+                    offset: owned.next,
+                    ..error
+                };
+                let complete = self.options.once
+                    && self
+                        .marks
+                        .end
+                        .get(&tp)
+                        .is_some_and(|end| error.offset >= *end);
+                if !self.draining && !complete {
+                    self.stop_partition(error);
+                }
+            }
         }
         if self.options.once && !self.draining && self.marks.done() {
             self.start_drain();
@@ -217,36 +278,17 @@ impl Loop<'_> {
         Ok(())
     }
 
-    fn on_record(&mut self, record: Record) -> Result<(), RunError> {
-        // While draining, records are left for the next run: nothing past the sealed segments
-        // is committed. (Records read just before a backpressure pause are still taken:
-        // dropping one would leave a hole.)
-        if self.draining {
-            return Ok(());
-        }
-        let tp = (record.topic.to_string(), record.partition);
-        let beyond = self.options.once
-            && self
-                .marks
-                .end
-                .get(&tp)
-                .is_some_and(|end| record.offset >= *end);
-        if !beyond {
-            self.marks.reached(&tp, record.offset + 1);
-            self.pipeline.ingest(record)?;
-        }
-        Ok(())
-    }
-
     /// A partition cannot be read further: deliver and commit what came before, read nothing
-    /// more of it, and say so until it is revoked. The other partitions go on.
+    /// more of it, and say so. The other partitions go on; a long-running worker tries it
+    /// again later (see `stopped`).
     fn stop_partition(&mut self, error: ConsumeError) {
+        if !self.stopped.stop(error.clone(), Instant::now().into_std()) {
+            return;
+        }
         METRICS.consume_errors.inc();
         tracing::error!(topic = %error.topic, partition = error.partition, offset = error.offset,
-            "{error}");
-        let tp = (error.topic.clone(), error.partition);
-        // Its reader ended after sending the error; it stays in `readers` (so the partition
-        // counts as owned) until the partition is revoked.
+            "{error}; the partition is stopped there: nothing from that offset on is delivered \
+             or committed");
         self.pipeline.seal_partition(&error.topic, error.partition);
         self.health.partition_stopped(
             &error.topic,
@@ -254,8 +296,45 @@ impl Loop<'_> {
             error.offset,
             error.to_string(),
         );
-        self.marks.pending.remove(&tp);
-        self.stopped.insert(tp, error);
+        self.marks.pending.remove(&(error.topic, error.partition));
+    }
+
+    /// Tries the stopped partitions whose backoff is over again, each from its first
+    /// undelivered offset (librdkafka may have skipped past it).
+    async fn retry_stopped(&mut self) -> Result<(), RunError> {
+        for (tp, offset) in self.stopped.due(Instant::now().into_std()) {
+            let Some(owned) = self.readers.remove(&tp) else {
+                continue;
+            };
+            owned.reader.stop().await;
+            if let Err(e) = self.kafka.seek(tp.clone(), offset).await {
+                tracing::warn!(topic = %tp.0, partition = tp.1, offset, error = %e,
+                    "cannot move a stopped partition back to its first undelivered offset; \
+                     trying again later");
+            }
+            tracing::info!(topic = %tp.0, partition = tp.1, offset,
+                "trying a partition stopped on a consume error again");
+            let from = ReadFrom {
+                token: owned.token,
+                start: offset,
+                end: None,
+            };
+            let reader = self.kafka.read_partition(
+                tp.clone(),
+                from,
+                self.budget.clone(),
+                self.fetched.clone(),
+            )?;
+            self.readers.insert(
+                tp,
+                Owned {
+                    token: owned.token,
+                    reader,
+                    next: offset,
+                },
+            );
+        }
+        Ok(())
     }
 
     /// Hands every commit the protocol needs now to the commit task.
@@ -304,8 +383,9 @@ impl Loop<'_> {
             _ if self.draining => Pause::All,
             Pause::All => Pause::All,
             Pause::Partitions(mut set) => {
-                for (topic, partition) in self.stopped.keys() {
-                    set.insert((self.pipeline.intern(topic), *partition));
+                let stopped: Vec<TopicPartition> = self.stopped.paused().cloned().collect();
+                for (topic, partition) in stopped {
+                    set.insert((self.pipeline.intern(&topic), partition));
                 }
                 Pause::Partitions(set)
             }
@@ -374,7 +454,7 @@ pub(super) async fn run_kafka(
     } else if let Err(e) = kafka.check_topics(Duration::from_secs(10)).await {
         tracing::error!(error = %e, "Kafka check failed at start-up; the consumer keeps retrying");
     }
-    let (commits, mut commit_results) = spawn_committer(kafka.committer());
+    let (commits, mut commit_results, mut committer) = spawn_committer(kafka.committer());
     let (fetched, mut reads) = unbounded_channel();
     let mut state = Loop {
         kafka: &kafka,
@@ -391,7 +471,9 @@ pub(super) async fn run_kafka(
         readers: HashMap::new(),
         fetched,
         budget: read_ahead_budget(),
-        stopped: BTreeMap::new(),
+        stopped: StoppedPartitions::new(
+            (!options.once).then_some(settings.worker.permanent_error_retry),
+        ),
     };
     let started = Instant::now();
     let mut tick = interval(Duration::from_millis(if options.once { 200 } else { 500 }));
@@ -427,6 +509,7 @@ pub(super) async fn run_kafka(
                     }
                     if !state.draining {
                         state.pipeline.seal_expired();
+                        state.retry_stopped().await?;
                     }
                     if options.once && !state.draining {
                         if state.marks.done() {
@@ -436,8 +519,9 @@ pub(super) async fn run_kafka(
                         }
                     }
                 }
-                Some(f) = reads.recv() => state.on_fetched(f)?,
-                // Polled even while paused: this poll serves rebalance and error callbacks.
+                // Polled even while paused, and before the readers' records so that a busy
+                // stream of them cannot starve it: this poll serves rebalance and error
+                // callbacks.
                 msg = kafka.recv() => {
                     // Callbacks run inside the poll that returned this message: apply them
                     // first so the message is judged against the current assignment.
@@ -450,20 +534,23 @@ pub(super) async fn run_kafka(
                         // partition's reader, so that partition stops rather than guess.
                         Ok(record) => {
                             let tp = (record.topic.to_string(), record.partition);
-                            if let Some((token, _)) = state.readers.get(&tp) {
+                            if let Some(owned) = state.readers.get(&tp)
+                                && !state.stopped.contains(&tp)
+                            {
                                 let error = ConsumeError {
                                     topic: tp.0.clone(),
                                     partition: tp.1,
                                     offset: record.offset,
                                     cause: ReadFailure::Misrouted,
                                 };
-                                let token = *token;
+                                let token = owned.token;
                                 state.on_fetched(Fetched::failed(tp, token, error))?;
                             }
                         }
                         Err(e) => tracing::warn!(error = %e, "Kafka consumer error"),
                     }
                 }
+                Some(f) = reads.recv() => state.on_fetched(f)?,
             }
             health.beat();
             state.send_commits()?;
@@ -475,11 +562,19 @@ pub(super) async fn run_kafka(
     }
     .await;
     let stats = state.pipeline.stats;
-    let stopped: Vec<ConsumeError> = std::mem::take(&mut state.stopped).into_values().collect();
-    for (_, (_, reader)) in state.readers.drain() {
-        reader.stop().await;
+    for (_, owned) in state.readers.drain() {
+        owned.reader.stop().await;
     }
-    drop(state);
+    let stopped = state.stopped.into_errors();
+    // Ends the commit task (its requests channel closes), which holds the consumer too: the
+    // consumer is closed once, below, not dropped by whichever task lets go of it last.
+    drop(state.commits);
+    if tokio::time::timeout(Duration::from_secs(30), &mut committer)
+        .await
+        .is_err()
+    {
+        committer.abort();
+    }
     kafka.close().await;
     outcome?;
     if stopped.is_empty() {

@@ -4,6 +4,7 @@
 mod file;
 mod kafka;
 mod preflight;
+mod stopped;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +63,7 @@ pub enum RunError {
         committed: i64,
         low: i64,
     },
+    /// Partitions stopped on a consume error, each at its first undelivered offset.
     #[error("{}", partitions_stopped(.0))]
     PartitionsStopped(Vec<ConsumeError>),
     #[error("offset commits keep failing ({0}); stopping so the records are consumed again")]
@@ -83,7 +85,10 @@ fn partitions_stopped(errors: &[ConsumeError]) -> String {
         errors.len()
     );
     for e in errors {
-        text.push_str(&format!("\n  {e}"));
+        text.push_str(&format!(
+            "\n  {e}; nothing from offset {} on was delivered or committed",
+            e.offset
+        ));
     }
     text.push_str(
         "\nNothing was skipped: the next run starts each stopped partition at that offset \

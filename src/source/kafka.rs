@@ -23,7 +23,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use super::Record;
 use super::ownership::Ownership;
-use super::reader::{Fetched, PartitionReader};
+use super::reader::{Fetched, PartitionReader, ReadFrom};
 use crate::config::KafkaSettings;
 
 /// A topic and partition, owned.
@@ -60,6 +60,7 @@ pub enum KafkaSourceError {
     Task(String),
     #[error("not committed: topic {topic:?} partition {partition} was revoked since")]
     NotOwned { topic: String, partition: i32 },
+    /// librdkafka could not give an assigned partition its own queue (see `reader`).
     #[error("topic {topic:?} partition {partition}: librdkafka has no queue for it")]
     PartitionQueue { topic: String, partition: i32 },
 }
@@ -258,6 +259,11 @@ pub fn client_config(settings: &KafkaSettings) -> ClientConfig {
         // its partition (see `reader`), not records read wrong.
         ("check.crcs", "true"),
         ("client.id", "pail"),
+        // Every partition has its own queue (see `reader`), and librdkafka's prefetch limits
+        // then apply per partition: its defaults (64 MiB, 100k messages) would let a worker
+        // with 64 partitions prefetch 4 GiB.
+        ("queued.max.messages.kbytes", "2048"),
+        ("queued.min.messages", "10000"),
         ("session.timeout.ms", "45000"),
     ]);
     let mut config = ClientConfig::new();
@@ -360,14 +366,13 @@ impl KafkaSource {
         .map_err(|e| KafkaSourceError::Task(e.to_string()))?
     }
 
-    /// Starts reading an assigned partition from its own queue, from `start`; its records and
-    /// a consume error, if one comes, go to `out` tagged with `token`, each record holding its
+    /// Starts reading an assigned partition from its own queue; its records and a consume
+    /// error, if one comes, go to `out` tagged with the token of `from`, each record holding its
     /// share of `budget` (bytes read ahead of the run loop) until dropped.
     pub fn read_partition(
         &self,
         partition: TopicPartition,
-        token: u64,
-        start: i64,
+        from: ReadFrom,
         budget: Arc<Semaphore>,
         out: UnboundedSender<Fetched>,
     ) -> Result<PartitionReader, KafkaSourceError> {
@@ -382,11 +387,33 @@ impl KafkaSource {
             self.consumer.clone(),
             queue,
             partition,
-            token,
-            start,
+            from,
             budget,
             out,
         ))
+    }
+
+    /// Moves an assigned partition's fetch position to `offset` (a partition stopped on a
+    /// consume error is tried again from its first undelivered offset, whatever librdkafka
+    /// skipped meanwhile).
+    pub async fn seek(
+        &self,
+        partition: TopicPartition,
+        offset: i64,
+    ) -> Result<(), KafkaSourceError> {
+        let consumer = self.consumer.clone();
+        tokio::task::spawn_blocking(move || {
+            consumer
+                .seek(
+                    &partition.0,
+                    partition.1,
+                    Offset::Offset(offset),
+                    Duration::from_secs(10),
+                )
+                .map_err(|source| KafkaSourceError::Call { op: "seek", source })
+        })
+        .await
+        .map_err(|e| KafkaSourceError::Task(e.to_string()))?
     }
 
     /// Waits for the next event of the main queue, serving the rebalance callbacks. Records

@@ -1,14 +1,15 @@
 //! One task per assigned partition, reading that partition's own librdkafka queue and handing
 //! its records to the run loop in offset order.
 //!
-//! Reading per partition is what lets a consume error stop only the partition it concerns:
-//! librdkafka reports a batch it cannot read (a codec it was built without, data that does not
-//! decompress, a CRC mismatch, a message over the fetch limit, a denied topic) as an error
-//! carrying its partition, and then skips the batch. The rdkafka crate drops that partition
-//! from errors polled off the consumer's main queue, so pail could neither say where the error
-//! was nor keep the next records of that partition from being consumed (and committed) past
-//! the hole. On its own queue, an error is known to be this partition's, at the offset after
-//! the last record read; the reader sends it and ends, reading nothing further.
+//! Reading per partition is what lets a consume error stop only the partition it concerns.
+//! librdkafka reports a batch it cannot read (one that does not decompress, a CRC mismatch, a
+//! message over the fetch limit, a denied topic, a broker error) as an error carrying its
+//! partition; depending on the error it then fetches the same offset again or skips the batch
+//! (a CRC mismatch, an unknown message format). The rdkafka crate drops the partition from
+//! errors polled off the consumer's main queue, so pail could neither say where the error was
+//! nor keep the records after a skipped batch from being consumed, and committed, past the
+//! hole. On its own queue an error is known to be this partition's; the reader sends it and
+//! ends, reading nothing further. The run loop decides what comes next (see `run::kafka`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,35 +29,45 @@ use super::kafka::{PailContext, TopicPartition};
 /// A record larger than this still passes, alone.
 pub const READ_AHEAD_BYTES: usize = 16 << 20;
 
-/// What counts against [`READ_AHEAD_BYTES`] for a record: its key and payload, at least 64.
+/// What counts against [`READ_AHEAD_BYTES`] for a record: its key and payload, plus what a
+/// record costs around them (its struct, the channel slot, the partition name).
 fn weight(record: &Record) -> usize {
     let bytes =
         record.payload.as_ref().map_or(0, Vec::len) + record.key.as_ref().map_or(0, Vec::len);
-    bytes.clamp(64, READ_AHEAD_BYTES)
+    (bytes + 256).min(READ_AHEAD_BYTES)
 }
 
 /// A partition could not be read at `offset`: nothing from there on is consumed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "topic {topic} partition {partition}: Kafka consume error at offset {offset}: {cause}; the \
-     partition is stopped there: nothing from offset {offset} on is delivered or committed"
-)]
+#[error("topic {topic} partition {partition}: Kafka consume error at offset {offset}: {cause}")]
 pub struct ConsumeError {
+    /// The partition's topic.
     pub topic: String,
+    /// The partition.
     pub partition: i32,
     /// The first offset not read: the one after the last record handed over, else the
     /// partition's starting point.
     pub offset: i64,
+    /// Why.
     pub cause: ReadFailure,
 }
 
-/// Why a partition could not be read further.
+/// Why a partition could not be read further: the typed reason of a [`ConsumeError`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReadFailure {
     /// librdkafka's error for the partition; its `Display` includes librdkafka's description
     /// (e.g. `BadCompression (Local: Invalid compressed data)`).
     #[error("{0}")]
     Kafka(RDKafkaErrorCode),
+    /// A record's offset is not above the one before it: the log went back (an offset reset
+    /// after the log was truncated, an unclean leader election).
+    #[error("offsets went back: offset {offset} came after {previous}")]
+    WentBack {
+        /// The record's offset.
+        offset: i64,
+        /// The offset of the record before it.
+        previous: i64,
+    },
     /// A record of an owned partition arrived on the consumer's main queue instead of the
     /// partition's own, possibly out of order with it.
     #[error("a record arrived outside its partition's queue (a pail bug; please report it)")]
@@ -66,9 +77,10 @@ pub enum ReadFailure {
 /// One step of a partition's reading, in order.
 #[derive(Debug)]
 pub enum Read {
+    /// The next record.
     Record(Record),
     /// The consumer's position moved past the last record handed over without a record
-    /// (transaction markers): the partition is read up to this offset.
+    /// (transaction markers, aborted records): the partition is read up to this offset.
     Position(i64),
     /// The partition cannot be read further; its reader has ended.
     Failed(ConsumeError),
@@ -78,8 +90,11 @@ pub enum Read {
 /// of the read-ahead budget until the run loop drops it.
 #[derive(Debug)]
 pub struct Fetched {
+    /// The partition read.
     pub partition: TopicPartition,
+    /// The ownership token the partition was read under.
     pub token: u64,
+    /// What was read.
     pub read: Read,
     _budget: Option<OwnedSemaphorePermit>,
 }
@@ -96,19 +111,31 @@ impl Fetched {
     }
 }
 
+/// How a reader starts.
+#[derive(Debug, Clone)]
+pub struct ReadFrom {
+    /// The ownership token the partition is read under.
+    pub token: u64,
+    /// The offset reading starts at.
+    pub start: i64,
+    /// `--once`: the offset the run must reach. Until the reader is there it reports the
+    /// consumer's position when it moves past the records (transaction markers); a
+    /// long-running reader never asks.
+    pub end: Option<i64>,
+}
+
 /// The running reader of one partition; stopped with [`PartitionReader::stop`].
 pub struct PartitionReader {
     task: JoinHandle<()>,
 }
 
 impl PartitionReader {
-    /// Starts reading `queue` (the partition's own queue) from `start`, sending to `out`.
+    /// Starts reading `queue` (the partition's own queue), sending to `out`.
     pub(super) fn spawn(
         consumer: Arc<StreamConsumer<PailContext>>,
         queue: StreamPartitionQueue<PailContext>,
         partition: TopicPartition,
-        token: u64,
-        start: i64,
+        from: ReadFrom,
         budget: Arc<Semaphore>,
         out: mpsc::UnboundedSender<Fetched>,
     ) -> Self {
@@ -116,8 +143,9 @@ impl PartitionReader {
             consumer,
             topic: Arc::from(partition.0.as_str()),
             partition,
-            token,
-            next: start,
+            token: from.token,
+            next: from.start,
+            end: from.end,
             budget,
             out,
         };
@@ -141,6 +169,7 @@ struct Reader {
     token: u64,
     /// The offset after the last record handed over.
     next: i64,
+    end: Option<i64>,
     budget: Arc<Semaphore>,
     out: mpsc::UnboundedSender<Fetched>,
 }
@@ -153,6 +182,10 @@ impl Reader {
             let read = tokio::select! {
                 biased;
                 message = queue.recv() => match message {
+                    Ok(m) if m.offset() < self.next => self.failed(ReadFailure::WentBack {
+                        offset: m.offset(),
+                        previous: self.next - 1,
+                    }),
                     Ok(m) => {
                         let record = Record {
                             topic: self.topic.clone(),
@@ -169,27 +202,33 @@ impl Reader {
                     Err(KafkaError::PartitionEOF(_)) => continue,
                     Err(e) => {
                         let code = e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
-                        Read::Failed(ConsumeError {
-                            topic: self.partition.0.clone(),
-                            partition: self.partition.1,
-                            offset: self.next,
-                            cause: ReadFailure::Kafka(code),
-                        })
+                        self.failed(ReadFailure::Kafka(code))
                     }
                 },
-                _ = idle.tick() => match self.position() {
-                    Some(p) if p > self.next => {
-                        self.next = p;
-                        Read::Position(p)
+                _ = idle.tick(), if self.end.is_some_and(|end| self.next < end) => {
+                    match self.position() {
+                        Some(p) if p > self.next => {
+                            self.next = p;
+                            Read::Position(p)
+                        }
+                        _ => continue,
                     }
-                    _ => continue,
-                },
+                }
             };
             let failed = matches!(read, Read::Failed(_));
             if !self.send(read).await || failed {
                 return;
             }
         }
+    }
+
+    fn failed(&self, cause: ReadFailure) -> Read {
+        Read::Failed(ConsumeError {
+            topic: self.partition.0.clone(),
+            partition: self.partition.1,
+            offset: self.next,
+            cause,
+        })
     }
 
     /// Hands `read` to the run loop once the read-ahead budget has room; false when the run
@@ -216,7 +255,8 @@ impl Reader {
     }
 
     /// The consumer's position in this partition: the offset after the last message (or
-    /// transaction marker) this queue returned.
+    /// transaction marker) this queue returned. Only `--once` readers ask, once a second while
+    /// idle and short of their end.
     fn position(&self) -> Option<i64> {
         let list = self.consumer.position().ok()?;
         let position = match list

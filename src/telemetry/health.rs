@@ -125,10 +125,13 @@ impl DestinationHealth {
 /// A partition this worker owns but stopped reading: librdkafka could not read it further.
 #[derive(Debug, Clone, Serialize)]
 pub struct StoppedPartition {
+    /// The partition's topic.
     pub topic: String,
+    /// The partition.
     pub partition: i32,
     /// The first offset not delivered: the commit stays at or before it.
     pub offset: i64,
+    /// The consume error, as logged.
     pub error: String,
     /// When it stopped (seconds since the Unix epoch).
     pub since_unix: u64,

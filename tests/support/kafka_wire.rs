@@ -8,11 +8,12 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-/// A record batch (magic v2) of `count` records whose body is `body` as given: compressed with
-/// `codec` (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd) when the attributes say so. The CRC32C
-/// is computed unless `bad_crc`, which flips it.
+/// A record batch (magic v2) of `count` records whose body is `body` as given, with
+/// `attributes`: the codec in the low bits (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd: the body
+/// must then be compressed so), 0x10 transactional, 0x20 control. The CRC32C is computed
+/// unless `bad_crc`, which flips it.
 pub fn record_batch(
-    codec: i16,
+    attributes: i16,
     count: i32,
     body: &[u8],
     timestamp_ms: i64,
@@ -20,7 +21,7 @@ pub fn record_batch(
 ) -> Vec<u8> {
     // From `attributes` on: what the CRC covers.
     let mut tail = Vec::new();
-    tail.extend_from_slice(&codec.to_be_bytes()); // attributes
+    tail.extend_from_slice(&attributes.to_be_bytes());
     tail.extend_from_slice(&(count - 1).to_be_bytes()); // lastOffsetDelta
     tail.extend_from_slice(&timestamp_ms.to_be_bytes()); // baseTimestamp
     tail.extend_from_slice(&timestamp_ms.to_be_bytes()); // maxTimestamp
@@ -41,6 +42,32 @@ pub fn record_batch(
     batch.push(2); // magic
     batch.extend_from_slice(&crc.to_be_bytes());
     batch.extend_from_slice(&tail);
+    batch
+}
+
+/// A transaction marker: a control batch (transactional) of one COMMIT (or ABORT) record, as a
+/// transaction coordinator writes it. Consumers never return it; it takes an offset.
+pub fn control_batch(commit: bool, producer_id: i64, timestamp_ms: i64) -> Vec<u8> {
+    // Control record key: version 0, type (0 abort, 1 commit); value: version 0, epoch 0.
+    let key = [0u8, 0, 0, u8::from(commit)];
+    let value = [0u8, 0, 0, 0, 0, 0];
+    let mut record = vec![0u8]; // attributes
+    varint(&mut record, 0); // timestampDelta
+    varint(&mut record, 0); // offsetDelta
+    varint(&mut record, key.len() as i64);
+    record.extend_from_slice(&key);
+    varint(&mut record, value.len() as i64);
+    record.extend_from_slice(&value);
+    varint(&mut record, 0); // headers
+    let mut body = Vec::new();
+    varint(&mut body, record.len() as i64);
+    body.extend_from_slice(&record);
+    let mut batch = record_batch(0x30, 1, &body, timestamp_ms, false);
+    // producerId and producerEpoch, at 43 and 51 of the batch; the CRC (at 17) covers them.
+    batch[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    batch[51..53].copy_from_slice(&0i16.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
     batch
 }
 

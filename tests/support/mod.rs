@@ -30,7 +30,14 @@ pub fn pail_bin() -> PathBuf {
             );
             path
         }
-        None => PathBuf::from(env!("CARGO_BIN_EXE_pail")),
+        None => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but PAIL_BIN is not: run the tests with `bash scripts/test.sh`, \
+                 which builds the release binary and points PAIL_BIN at it"
+            );
+            PathBuf::from(env!("CARGO_BIN_EXE_pail"))
+        }
     }
 }
 
