@@ -48,6 +48,11 @@ impl Watermarks {
         }
     }
 
+    /// Whether `offset` is at or past the end `--once` must reach in `tp` (never, otherwise).
+    fn past_end(&self, tp: &TopicPartition, offset: i64) -> bool {
+        self.end.get(tp).is_some_and(|end| offset >= *end)
+    }
+
     fn done(&self) -> bool {
         self.assigned_once && self.pending.is_empty()
     }
@@ -233,13 +238,7 @@ impl Loop<'_> {
                 // While draining, records are left for the next run: nothing past the sealed
                 // segments is committed. (Records read just before a backpressure pause are
                 // still taken: dropping one would leave a hole.)
-                let beyond = self.options.once
-                    && self
-                        .marks
-                        .end
-                        .get(&tp)
-                        .is_some_and(|end| record.offset >= *end);
-                if !self.draining && !beyond {
+                if !self.draining && !self.marks.past_end(&tp, record.offset) {
                     owned.next = record.offset + 1;
                     self.marks.reached(&tp, record.offset + 1);
                     if self.stopped.resumed(&tp) {
@@ -261,13 +260,7 @@ impl Loop<'_> {
                     offset: owned.next,
                     ..error
                 };
-                let complete = self.options.once
-                    && self
-                        .marks
-                        .end
-                        .get(&tp)
-                        .is_some_and(|end| error.offset >= *end);
-                if !self.draining && !complete {
+                if !self.draining && !self.marks.past_end(&tp, error.offset) {
                     self.stop_partition(error);
                 }
             }
