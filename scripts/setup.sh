@@ -3,7 +3,8 @@
 #
 #   bash scripts/setup.sh           to build and run pail: a C toolchain and make (librdkafka is
 #                                   compiled from source by the rdkafka crate), pkg-config,
-#                                   libssl-dev (Kafka TLS/SASL) and zlib1g-dev (gzip batches).
+#                                   libssl-dev (Kafka TLS/SASL), zlib1g-dev (gzip batches) and
+#                                   ca-certificates (cargo downloads crates over HTTPS).
 #   bash scripts/setup.sh --tests   the above, plus python3 with venv, and the Python test
 #                                   packages of scripts/test-requirements.txt (moto, SeaweedFS,
 #                                   pyarrow, DuckDB) in a project-local virtual environment,
@@ -30,7 +31,8 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
-packages=(build-essential pkg-config libssl-dev zlib1g-dev)
+# ca-certificates: cargo fetches crates over HTTPS (minimal images such as debian:bookworm lack it).
+packages=(build-essential ca-certificates pkg-config libssl-dev zlib1g-dev)
 if $tests && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
   packages+=(python3 python3-venv)
 fi
