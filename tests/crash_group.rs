@@ -68,6 +68,11 @@ async fn kill_and_replace(
 async fn group_with_kills(workers: usize, seed: u64) {
     let kafka = MockKafka::start(&[("events", PARTITIONS)]);
     let s3 = TestS3::start(&["lake"]).await;
+    // A store far enough away that a round's segments are still in flight when its kill
+    // lands: pail delivers a round in about 100 ms on loopback, so kills timed by PUTs would
+    // mostly find nothing mid-delivery, and takeovers would rarely have recorded ends to
+    // replay.
+    s3.set_write_latency(Duration::from_millis(150));
     let dir = tempfile::tempdir().unwrap();
     let config = worker_config(
         dir.path(),

@@ -84,6 +84,8 @@ struct State {
     options: Vec<OptionHeaders>,
     multipart: MultipartCounts,
     faults: VecDeque<Fault>,
+    /// How long every object write takes, key reserved, before it is stored.
+    write_latency: std::time::Duration,
     existing: HashSet<String>,
     /// Keys with a write under way: taken together with the existence check, so two racing
     /// writers to one key (a zombie and the new owner) cannot both pass it unseen.
@@ -195,6 +197,12 @@ impl TestS3 {
             .unwrap()
             .faults
             .extend(faults.iter().copied());
+    }
+
+    /// Makes every object write take `latency` before it is stored, as a distant store does:
+    /// segments stay in flight long enough for a test's kills to land mid-delivery.
+    pub fn set_write_latency(&self, latency: std::time::Duration) {
+        self.state.lock().unwrap().write_latency = latency;
     }
 
     /// Drops the faults not yet applied.
@@ -393,7 +401,7 @@ async fn handle(
     // write still in progress gets 409 ConditionalRequestConflict (retryable: the other write
     // may yet fail, so this is not "already written"). The checks and the reservation of the
     // key happen under one lock.
-    let (fault, exists, conflict, reserved) = {
+    let (fault, exists, conflict, reserved, latency) = {
         let mut s = st.lock().unwrap();
         let exists = s.existing.contains(&key);
         let in_progress = s.writing.get(&key).is_some_and(|n| *n > 0);
@@ -405,7 +413,7 @@ async fn handle(
         if !refused {
             *s.writing.entry(key.clone()).or_default() += 1;
         }
-        (fault, exists || in_progress, conflict, !refused)
+        (fault, exists || in_progress, conflict, !refused, s.write_latency)
     };
     // Released however the request ends: hyper drops this future when the client goes away
     // mid-request (a killed worker), and the key must not stay "in progress" forever.
@@ -454,6 +462,9 @@ async fn handle(
             "PreconditionFailed",
             "At least one of the pre-conditions you specified did not hold",
         ));
+    }
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
     }
     let passed = pass(req).await;
     let resp = {
