@@ -413,7 +413,13 @@ async fn handle(
         if !refused {
             *s.writing.entry(key.clone()).or_default() += 1;
         }
-        (fault, exists || in_progress, conflict, !refused, s.write_latency)
+        (
+            fault,
+            exists || in_progress,
+            conflict,
+            !refused,
+            s.write_latency,
+        )
     };
     // Released however the request ends: hyper drops this future when the client goes away
     // mid-request (a killed worker), and the key must not stay "in progress" forever.
