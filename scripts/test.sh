@@ -14,4 +14,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --tests
 bash scripts/check-dev-features.sh
 cargo build --release --locked --bin pail
-PAIL_BIN="$PWD/target/release/pail" cargo test --locked "$@"
+PAIL_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/pail" cargo test --locked "$@"

@@ -20,7 +20,7 @@ use support::http::{endpoint_address, eventually, get};
 use support::kafka::{MockKafka, Produce};
 use support::kafka_wire::{append_batch, control_batch, record_batch, records_body};
 use support::read;
-use support::workers::spawn_worker;
+use support::workers::{spawn_worker, terminate};
 
 /// 2026-05-01T10:00:00Z.
 const T0_MS: i64 = 1_777_629_600_000;
@@ -321,7 +321,7 @@ async fn a_long_running_worker_reports_a_stopped_partition_and_delivers_the_othe
     assert_eq!(metric(&metrics, "pail_partitions_stopped"), 1, "{metrics}");
 
     // A graceful stop still says the run did not deliver everything.
-    let status = stop(child).await;
+    let status = terminate(child, Duration::from_secs(40)).await;
     assert_eq!(status.code(), Some(1), "exit status after SIGTERM");
     assert_eq!(delivered(&out), later, "nothing more after the stop");
     assert_eq!(
@@ -362,7 +362,7 @@ async fn a_passing_fetch_error_stops_the_partition_until_a_retry_reads_again() {
         metric(&metrics, "pail_partitions_stopped") == 0
     })
     .await;
-    let status = stop(child).await;
+    let status = terminate(child, Duration::from_secs(40)).await;
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
     assert_eq!(delivered(&out), all);
     assert_eq!(committed(&brokers, "heals", "events", 1), vec![Some(50)]);
@@ -404,17 +404,4 @@ fn metric(text: &str, name: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or(0)
-}
-
-/// SIGTERM; the exit status.
-async fn stop(mut child: tokio::process::Child) -> std::process::ExitStatus {
-    let pid = child.id().unwrap().to_string();
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    support::bounded(Duration::from_secs(40), child.wait())
-        .await
-        .unwrap()
 }

@@ -16,7 +16,7 @@ use support::http::{endpoint_address, eventually, get, request};
 use support::kafka::MockKafka;
 use support::read;
 use support::s3::{ACCESS_KEY, SECRET_KEY, TestS3};
-use support::workers::{log_count, spawn_worker};
+use support::workers::{log_count, spawn_worker, terminate};
 use tokio::net::TcpStream;
 
 /// Ids delivered under `root`, with how often each appears.
@@ -84,17 +84,8 @@ async fn stop_and_audit(child: tokio::process::Child, good: &Path, late: &Path, 
 }
 
 /// SIGTERM, then a clean exit.
-async fn stop(mut child: tokio::process::Child) {
-    let pid = child.id().unwrap().to_string();
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let status = tokio::time::timeout(Duration::from_secs(40), child.wait())
-        .await
-        .expect("no exit after SIGTERM")
-        .unwrap();
+async fn stop(child: tokio::process::Child) {
+    let status = terminate(child, Duration::from_secs(40)).await;
     assert!(status.success(), "exit status {status:?}");
 }
 

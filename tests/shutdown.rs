@@ -8,7 +8,8 @@ use std::time::Duration;
 use support::kafka::MockKafka;
 use support::s3::{Fault, TestS3};
 use support::workers::{
-    audit, drain_once, log_count, produce, spawn_worker, wait_for_log, wait_for_puts, worker_config,
+    audit, drain_once, log_count, produce, sigterm, spawn_worker, terminate, wait_for_log,
+    wait_for_puts, worker_config,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,7 +22,7 @@ async fn sigterm_seals_delivers_commits_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let config = worker_config(dir.path(), &kafka.brokers(), &s3.endpoint(), "term", "1h");
     let log = dir.path().join("worker.log");
-    let mut child = spawn_worker(&config, &log);
+    let child = spawn_worker(&config, &log);
 
     // Five segments, each one Parquet object and one dead-letter object.
     wait_for_puts(&s3, 10, Duration::from_secs(60)).await;
@@ -30,16 +31,7 @@ async fn sigterm_seals_delivers_commits_and_exits_zero() {
         "the worker did not deliver the full segments"
     );
     let before = s3.puts().len();
-    let pid = child.id().unwrap().to_string();
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let status = tokio::time::timeout(Duration::from_secs(40), child.wait())
-        .await
-        .expect("no exit within the shutdown timeout")
-        .unwrap();
+    let status = terminate(child, Duration::from_secs(40)).await;
     assert!(status.success(), "exit status {status:?}");
     assert_eq!(log_count(&log, "shutdown requested"), 1);
     assert_eq!(log_count(&log, "run finished"), 1);
@@ -66,17 +58,10 @@ async fn a_second_signal_exits_at_once_and_loses_nothing() {
     // Keep the graceful drain busy (the store answers SlowDown) so the second signal lands
     // while it is still delivering.
     s3.inject(&[Fault::SlowDown; 10_000]);
-    let pid = child.id().unwrap().to_string();
-    let term = || {
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-    };
-    assert!(term().success());
+    sigterm(&child);
     // Signals can coalesce: send the second once the first has been seen.
     assert!(wait_for_log(&log, "signal received", 1, Duration::from_secs(20)).await);
-    assert!(term().success());
+    sigterm(&child);
     let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
         .await
         .expect("no exit after the second signal")

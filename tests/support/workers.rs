@@ -71,6 +71,25 @@ pub fn spawn_worker(config: &Path, log: &Path) -> Child {
         .unwrap()
 }
 
+/// Sends SIGTERM to `child` (a graceful shutdown; a second one exits at once).
+pub fn sigterm(child: &Child) {
+    let pid = child.id().expect("the worker is running").to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -TERM {pid}");
+}
+
+/// SIGTERM, then the exit status, which must come within `limit`.
+pub async fn terminate(mut child: Child, limit: Duration) -> std::process::ExitStatus {
+    sigterm(&child);
+    tokio::time::timeout(limit, child.wait())
+        .await
+        .expect("no exit after SIGTERM")
+        .unwrap()
+}
+
 /// Runs `pail run --once` to drain whatever the killed workers left; must exit 0.
 pub async fn drain_once(config: &Path, log: &Path) {
     let log_file = std::fs::OpenOptions::new()
