@@ -10,6 +10,7 @@ pub mod delivery;
 pub mod encode;
 pub mod partition;
 pub mod pipeline;
+pub mod protocol;
 pub mod run;
 pub mod schema;
 pub mod source;
