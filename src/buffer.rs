@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::RotationSettings;
+use crate::protocol::Lineage;
 use crate::schema::{Fields, FileSchema};
 
 /// Where a record sits in its source, kept for metadata columns and provenance.
@@ -83,6 +84,9 @@ pub struct Segment {
     pub schema: Fields,
     /// The schema its files are written with; set when it is sealed.
     pub written_as: Option<FileSchema>,
+    /// The life of the offsets it belongs to, named in its objects' keys; set when it is
+    /// sealed.
+    pub lineage: Option<Lineage>,
     /// Records that will be written (data rows plus dead letters).
     pub records: u64,
     /// Buffered bytes (payloads and dead letters).
@@ -104,6 +108,7 @@ impl Segment {
             dead_letter_count: 0,
             schema: Fields::default(),
             written_as: None,
+            lineage: None,
             records: 0,
             bytes: 0,
             opened: Instant::now(),

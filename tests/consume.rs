@@ -11,10 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaApiKey;
 use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
 use serde_json::Value;
 use support::http::{endpoint_address, eventually, get};
 use support::kafka::{MockKafka, Produce};
@@ -81,33 +80,6 @@ fn delivered(out: &Path) -> BTreeMap<(String, i64), Vec<i64>> {
         offsets.sort_unstable();
     }
     by_partition
-}
-
-/// The group's committed offset of each partition of `topic`, as a new member reads them.
-fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let answer = consumer
-        .committed_offsets(tpl, Duration::from_secs(30))
-        .unwrap();
-    let offsets = (0..partitions)
-        .map(
-            |p| match answer.find_partition(topic, p).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) => Some(o),
-                _ => None,
-            },
-        )
-        .collect();
-    // A partition list alive while its consumer is dropped hangs librdkafka's destroy.
-    drop(answer);
-    offsets
 }
 
 /// Produces `{"p":P,"i":I}` for `i` in `range` to partition `partition` of `events`.
@@ -251,7 +223,7 @@ async fn a_batch_librdkafka_cannot_read_stops_only_its_partition() {
             "run {run}: rows by partition; log:\n{stderr}"
         );
         assert_eq!(
-            committed(&brokers, "stops", "events", 3),
+            kafka.committed("stops", "events", 3),
             vec![Some(40), Some(25), Some(60)],
             "run {run}: committed offsets"
         );
@@ -325,7 +297,7 @@ async fn a_long_running_worker_reports_a_stopped_partition_and_delivers_the_othe
     assert_eq!(status.code(), Some(1), "exit status after SIGTERM");
     assert_eq!(delivered(&out), later, "nothing more after the stop");
     assert_eq!(
-        committed(&brokers, "long", "events", 2),
+        kafka.committed("long", "events", 2),
         vec![Some(10), Some(35)]
     );
 }
@@ -365,7 +337,7 @@ async fn a_passing_fetch_error_stops_the_partition_until_a_retry_reads_again() {
     let status = terminate(child, Duration::from_secs(40)).await;
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
     assert_eq!(delivered(&out), all);
-    assert_eq!(committed(&brokers, "heals", "events", 1), vec![Some(50)]);
+    assert_eq!(kafka.committed("heals", "events", 1), vec![Some(50)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -396,7 +368,7 @@ async fn a_once_run_ends_at_a_log_end_made_of_transaction_markers() {
         !dir.path().join("out/_errors").exists(),
         "a marker taken for a bad record"
     );
-    assert_eq!(committed(&brokers, "tx", "events", 1), vec![Some(10)]);
+    assert_eq!(kafka.committed("tx", "events", 1), vec![Some(10)]);
 }
 
 /// The value of an unlabelled sample in a Prometheus text exposition (0 when absent).

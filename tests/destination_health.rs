@@ -21,15 +21,7 @@ use tokio::net::TcpStream;
 
 /// Ids delivered under `root`, with how often each appears.
 fn delivered(root: &Path) -> HashMap<String, usize> {
-    let mut seen = HashMap::new();
-    for (_, rows) in read::all_parquet(root) {
-        for row in rows {
-            *seen
-                .entry(row["id"].as_str().unwrap().to_string())
-                .or_default() += 1;
-        }
-    }
-    seen
+    read::ids(root)
 }
 
 fn payloads(topic: &str, range: std::ops::Range<usize>) -> Vec<String> {

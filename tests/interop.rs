@@ -524,9 +524,16 @@ async fn pyarrow_and_duckdb_read_what_pail_wrote() {
         let first_in_name: i64 = name
             .strip_prefix("file+0+")
             .and_then(|s| s.strip_suffix(".parquet"))
-            .filter(|s| s.len() == 20)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("{path}: not named file+0+<20-digit offset>.parquet"));
+            .and_then(|s| s.split_once('+'))
+            .filter(|(lineage, offset)| {
+                lineage.len() == 12
+                    && lineage.bytes().all(|b| b.is_ascii_hexdigit())
+                    && offset.len() == 20
+            })
+            .and_then(|(_, offset)| offset.parse().ok())
+            .unwrap_or_else(|| {
+                panic!("{path}: not named file+0+<12-hex-digit lineage>+<20-digit offset>.parquet")
+            });
         let kv = strings(f, &["pail"]);
         let meta = |k: &str| -> &str {
             kv.get(k)

@@ -79,9 +79,17 @@ pub fn parse(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Settings, ConfigError> {
+    // The parser's own message quotes the offending line, which may hold a secret: say where
+    // the error is and what, not what the line says.
     let mut value: toml::Value = toml::from_str(text).map_err(|e| ConfigError::Syntax {
         path: path.to_path_buf(),
-        message: e.to_string().trim_end().to_string(),
+        message: match e.span() {
+            Some(span) => {
+                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                format!("line {line}: {}", e.message())
+            }
+            None => e.message().to_string(),
+        },
     })?;
     interpolate::interpolate_tree(&mut value, &mut Vec::new(), env).map_err(|(key, source)| {
         ConfigError::Interpolate {

@@ -49,11 +49,40 @@ pub struct KafkaSettings {
 pub struct KafkaProperties(pub BTreeMap<String, String>);
 
 impl KafkaProperties {
+    /// Everything is redacted but the properties known to be harmless: a word list of secrets
+    /// would miss the next one librdkafka adds (and every `sasl.*` or `ssl.*` value may be
+    /// one, inline PEM keys included).
     fn is_sensitive(key: &str) -> bool {
-        ["password", "secret", "key", "token", "jaas"]
-            .iter()
-            .any(|word| key.contains(word))
-            && !key.ends_with(".location")
+        const HARMLESS: &[&str] = &[
+            "auto.offset.reset",
+            "bootstrap.servers",
+            "check.crcs",
+            "client.id",
+            "client.rack",
+            "enable.auto.commit",
+            "enable.auto.offset.store",
+            "enable.partition.eof",
+            "fetch.max.bytes",
+            "fetch.min.bytes",
+            "fetch.wait.max.ms",
+            "group.instance.id",
+            "heartbeat.interval.ms",
+            "isolation.level",
+            "max.partition.fetch.bytes",
+            "max.poll.interval.ms",
+            "partition.assignment.strategy",
+            "queued.max.messages.kbytes",
+            "queued.min.messages",
+            "sasl.mechanism",
+            "sasl.mechanisms",
+            "security.protocol",
+            "session.timeout.ms",
+            "socket.timeout.ms",
+            "ssl.endpoint.identification.algorithm",
+            "statistics.interval.ms",
+            "topic.metadata.refresh.interval.ms",
+        ];
+        !HARMLESS.contains(&key)
     }
 
     fn redacted(&self) -> BTreeMap<&str, &str> {
@@ -513,15 +542,39 @@ fn telemetry(raw: &RawTelemetry, p: &mut Problems) -> Option<TelemetrySettings> 
     Some(TelemetrySettings { listen })
 }
 
+/// The longest timeout or retry interval a worker takes.
+const MAX_WORKER_DURATION: Duration = Duration::from_secs(7 * 86_400);
+
 fn worker(raw: &RawWorker, p: &mut Problems) -> Option<WorkerSettings> {
     let dur = |key: &str, v: &Option<String>, default: &str, p: &mut Problems| {
         parse_duration(v.as_deref().unwrap_or(default))
             .map_err(|m| p.push(format!("worker.{key}"), m))
             .ok()
     };
+    // Deadlines are added to `Instant::now()`: a week is far beyond any real use and far from
+    // an overflow. A zero retry interval would spin.
+    let bounded = |key: &str, d: Option<Duration>, min: Duration, p: &mut Problems| {
+        let d = d?;
+        if d < min || d > MAX_WORKER_DURATION {
+            p.push(
+                format!("worker.{key}"),
+                format!("{d:?} is out of range: between {min:?} and 7 days"),
+            );
+            return None;
+        }
+        Some(d)
+    };
     let shutdown_timeout = dur("shutdown_timeout", &raw.shutdown_timeout, "30s", p);
+    let shutdown_timeout = bounded("shutdown_timeout", shutdown_timeout, Duration::ZERO, p);
     let startup_timeout = dur("startup_timeout", &raw.startup_timeout, "60s", p);
+    let startup_timeout = bounded("startup_timeout", startup_timeout, Duration::ZERO, p);
     let permanent_error_retry = dur("permanent_error_retry", &raw.permanent_error_retry, "1m", p);
+    let permanent_error_retry = bounded(
+        "permanent_error_retry",
+        permanent_error_retry,
+        Duration::from_secs(1),
+        p,
+    );
     let max_in_flight_segments = raw.max_in_flight_segments.unwrap_or(64) as usize;
     let max_concurrent_uploads = raw.max_concurrent_uploads.unwrap_or(8) as usize;
     if max_in_flight_segments == 0 || max_concurrent_uploads == 0 {

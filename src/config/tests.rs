@@ -360,3 +360,44 @@ fn schema_modes_and_limits_load_and_their_mistakes_are_named() {
     let err = parse_str(&text).unwrap_err().to_string();
     assert!(err.contains("destinations[0].limits.max_depth"), "{err}");
 }
+
+#[test]
+fn kafka_properties_print_only_what_is_known_to_be_harmless() {
+    let text = FULL.replace(
+        "\"session.timeout.ms\" = 6000",
+        "\"session.timeout.ms\" = 6000\n\"ssl.key.pem\" = \"-----BEGIN PRIVATE KEY-----abc\"\n\
+         \"sasl.oauthbearer.client.secret\" = \"oauth-789\"\n\"some.future.credential\" = \"future-000\"",
+    );
+    let s = parse_str(&text).unwrap();
+    let debug = format!("{s:?}");
+    for secret in [
+        "BEGIN PRIVATE KEY",
+        "oauth-789",
+        "future-000",
+        "kafka-pass-123",
+    ] {
+        assert!(!debug.contains(secret), "{secret} printed: {debug}");
+    }
+    assert!(debug.contains("6000"), "harmless values still print");
+}
+
+#[test]
+fn a_toml_syntax_error_names_the_line_without_echoing_it() {
+    let text = "[source]\nkind = \"kafka\"\n\"sasl.password\" = \"hunter2-secret\n";
+    let err = parse_str(text).unwrap_err().to_string();
+    assert!(err.contains("line 3"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[test]
+fn worker_durations_that_would_spin_or_overflow_are_refused() {
+    for (key, value) in [
+        ("permanent_error_retry", "0s"),
+        ("shutdown_timeout", "99999999999d"),
+        ("startup_timeout", "30d"),
+    ] {
+        let text = format!("{FULL}\n[worker]\n{key} = \"{value}\"\n");
+        let err = parse_str(&text).unwrap_err().to_string();
+        assert!(err.contains(&format!("worker.{key}")), "{key}: {err}");
+    }
+}

@@ -1,7 +1,6 @@
-//! Delivery: sealed segments are encoded and uploaded concurrently. Which offsets may be
-//! committed, and when, is the pipeline's business (see `intent` for the protocol).
+//! Delivery: sealed segments are encoded and uploaded concurrently. Which segments may be
+//! uploaded, and which offsets committed, is the protocol's business (`crate::protocol`).
 
-pub mod intent;
 mod objects;
 mod upload;
 
@@ -15,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::buffer::Segment;
 use crate::config::ParquetSettings;
 use crate::encode::EncodeError;
+use crate::protocol::{SegmentId, Token};
 use crate::store::{ObjectStore, PutOutcome};
 use crate::telemetry::DestinationHealth;
 
@@ -23,6 +23,14 @@ pub use upload::{RetryContext, RetryPolicy, UploadError, put_with_retry};
 
 /// A topic-partition.
 pub type PartitionKey = (Arc<str>, i32);
+
+/// A sealed segment handed to delivery: which partition, under which ownership, which offsets.
+#[derive(Debug, Clone)]
+pub struct Handoff {
+    pub partition: PartitionKey,
+    pub token: Token,
+    pub segment: SegmentId,
+}
 
 /// Everything needed to write one destination's objects.
 #[derive(Debug, Clone)]
@@ -77,12 +85,10 @@ pub struct SegmentReport {
 /// A finished delivery task.
 #[derive(Debug)]
 pub struct Completion {
-    pub partition: PartitionKey,
+    /// What was delivered; `None` when the task itself died (a panic outside the encoder).
+    pub handoff: Option<Handoff>,
     /// Index of the destination the segment was written to.
     pub destination: usize,
-    pub epoch: u64,
-    pub start: i64,
-    pub end: i64,
     pub bytes: usize,
     pub result: Result<SegmentReport, DeliveryError>,
 }
@@ -122,9 +128,8 @@ impl Delivery {
         self.load.get(&index).copied().unwrap_or_default()
     }
 
-    /// Starts delivering a sealed segment of a partition in its current `epoch`.
-    pub fn submit(&mut self, seg: Segment, epoch: u64, target: Target) {
-        let key: PartitionKey = (seg.topic.clone(), seg.partition);
+    /// Starts delivering a sealed segment.
+    pub fn submit(&mut self, seg: Segment, handoff: Handoff, target: Target) {
         let destination = seg.destination;
         let load = self.load.entry(destination).or_default();
         load.segments += 1;
@@ -134,14 +139,11 @@ impl Delivery {
         let policy = self.policy;
         let shutdown = self.shutdown.clone();
         self.tasks.spawn(async move {
-            let (start, end, bytes) = (seg.start, seg.end, seg.bytes);
+            let bytes = seg.bytes;
             let result = deliver(seg, target, uploads, encoders, policy, shutdown).await;
             Completion {
-                partition: key,
+                handoff: Some(handoff),
                 destination,
-                epoch,
-                start,
-                end,
                 bytes,
                 result,
             }
@@ -152,11 +154,8 @@ impl Delivery {
     pub async fn next(&mut self) -> Option<Completion> {
         let joined = self.tasks.join_next().await?;
         let completion = joined.unwrap_or_else(|e| Completion {
-            partition: (Arc::from(""), -1),
+            handoff: None,
             destination: usize::MAX,
-            epoch: u64::MAX,
-            start: 0,
-            end: -1,
             bytes: 0,
             result: Err(DeliveryError::Task(e.to_string())),
         });

@@ -9,6 +9,7 @@ use crate::buffer::Segment;
 use crate::config::ParquetSettings;
 use crate::encode::{EncodeError, PAIL_VERSION, Provenance, encode_parquet};
 use crate::partition::sanitize;
+use crate::protocol::Lineage;
 use crate::schema::FileSchema;
 use crate::store::ObjectMetadata;
 
@@ -30,9 +31,20 @@ pub fn join_key(parts: &[&str]) -> String {
         .join("/")
 }
 
-/// The object file name for a segment: `{topic}+{partition}+{start:020}.{ext}`.
-pub fn object_name(topic: &str, partition: i32, start: i64, ext: &str) -> String {
-    format!("{}+{partition}+{start:020}.{ext}", sanitize(topic))
+/// The object file name for a segment: `{topic}+{partition}+{lineage}+{start:020}.{ext}`. The
+/// lineage tells apart the lives of a partition's offsets (see [`Lineage`]); a segment sealed
+/// outside the protocol (benchmarks, tests) has none.
+pub fn object_name(
+    topic: &str,
+    partition: i32,
+    lineage: Option<Lineage>,
+    start: i64,
+    ext: &str,
+) -> String {
+    match lineage {
+        Some(l) => format!("{}+{partition}+{l}+{start:020}.{ext}", sanitize(topic)),
+        None => format!("{}+{partition}+{start:020}.{ext}", sanitize(topic)),
+    }
 }
 
 fn metadata(seg: &Segment, first: i64, last: i64, count: usize) -> ObjectMetadata {
@@ -44,6 +56,10 @@ fn metadata(seg: &Segment, first: i64, last: i64, count: usize) -> ObjectMetadat
         ("pail-last-offset".into(), last.to_string()),
         ("pail-record-count".into(), count.to_string()),
         ("pail-segment".into(), format!("{}-{}", seg.start, seg.end)),
+        (
+            "pail-lineage".into(),
+            seg.lineage.map(|l| l.to_string()).unwrap_or_default(),
+        ),
     ]
 }
 
@@ -54,7 +70,7 @@ pub fn plan_objects(
     parquet: &ParquetSettings,
 ) -> Result<Vec<PlannedObject>, EncodeError> {
     let mut objects = Vec::with_capacity(seg.files.len() + 1);
-    let name = object_name(&seg.topic, seg.partition, seg.start, "parquet");
+    let name = object_name(&seg.topic, seg.partition, seg.lineage, seg.start, "parquet");
     // The pipeline sets the schema when it seals; a segment sealed elsewhere is written with
     // its own.
     let own;
@@ -84,7 +100,7 @@ pub fn plan_objects(
         });
     }
     if seg.dead_letter_count > 0 {
-        let name = object_name(&seg.topic, seg.partition, seg.start, "ndjson");
+        let name = object_name(&seg.topic, seg.partition, seg.lineage, seg.start, "ndjson");
         objects.push(PlannedObject {
             key: join_key(&[prefix, "_errors", &sanitize(&seg.topic), &name]),
             body: Bytes::from(seg.dead_letters.clone()),

@@ -83,6 +83,9 @@ pub struct RetryContext<'a> {
     pub shutdown: &'a CancellationToken,
 }
 
+/// Failed attempts at one object after which a transient error marks its destination failing.
+const TRANSIENT_FAILURES_BEFORE_FAILING: u32 = 3;
+
 /// PUTs an object until it exists: `Created` now, or `AlreadyExists` from an earlier attempt.
 /// Each attempt holds an upload slot and gives it back while it waits to retry, so a
 /// destination whose store refuses does not hold up the others.
@@ -103,6 +106,15 @@ pub async fn put_with_retry(
     let len = body.len() as u64;
     loop {
         let attempted = {
+            // A destination that is failing probes with one upload at a time: a store that
+            // hangs (a black-hole endpoint) then holds at most one of the shared slots.
+            let _probe = match health.failing() {
+                true => Some(tokio::select! {
+                    () = shutdown.cancelled() => return Err(UploadError::Cancelled),
+                    probe = health.probe().acquire() => probe.map_err(|_| UploadError::Cancelled)?,
+                }),
+                false => None,
+            };
             let _slot = tokio::select! {
                 () = shutdown.cancelled() => return Err(UploadError::Cancelled),
                 slot = slots.acquire() => slot.map_err(|_| UploadError::Cancelled)?,
@@ -123,11 +135,21 @@ pub async fn put_with_retry(
             }
             Err(e) => e,
         };
+        attempt += 1;
         match error.class {
-            ErrorClass::Transient => health.transient_errors.inc(),
+            ErrorClass::Transient => {
+                health.transient_errors.inc();
+                // A store that is down (5xx, timeouts, refused connections) pauses only this
+                // destination's partitions, like a refusal does; its first success resumes them.
+                if attempt >= TRANSIENT_FAILURES_BEFORE_FAILING {
+                    health.report_failure(
+                        format!("the store does not answer: {error}"),
+                        error.code.clone(),
+                    );
+                }
+            }
             ErrorClass::Permanent => health.report_permanent(&error),
         }
-        attempt += 1;
         let out_of_attempts = policy.max_attempts.is_some_and(|max| attempt >= max);
         let fail_now = error.class == ErrorClass::Permanent && policy.fail_fast_on_permanent;
         if out_of_attempts || fail_now {

@@ -1,41 +1,28 @@
-//! The pipeline state between source and store: decode, route, buffer and seal records, and
-//! run the delivery protocol per partition — intent commit before upload, final commit after
-//! every earlier object is durable, exact replay of recorded segment ends after a crash.
+//! The pipeline between source and store: routes records (`route`), buffers them in open
+//! segments under the memory budget, and follows the delivery protocol (`crate::protocol`):
+//! it seals where the protocol allows or requires, hands sealed segments to delivery when the
+//! protocol says their intent is recorded, and passes the protocol's commits and stops to the
+//! run loop.
 
 mod dead_letter;
-mod progress;
+mod route;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde_json::{Map, Value};
-
 use crate::buffer::{SealReason, Segment};
 use crate::config::{BadRecordPolicy, DestinationSettings};
-use crate::decode::decode;
-use crate::delivery::intent::{IntentError, RecoveryPlan};
-use crate::delivery::{Completion, Delivery, DeliveryError, PartitionKey, Target, object_name};
+use crate::delivery::{Completion, Delivery, DeliveryError, Handoff, PartitionKey, Target};
+use crate::protocol::{
+    Action, Assignment, Commit, Cut, Offset, Protocol, SegmentId, Settings as ProtocolSettings,
+    Start, StopReason,
+};
 use crate::schema::Fields;
 use crate::source::Record;
 use crate::telemetry::METRICS;
 
-pub use progress::CommitPoint;
-use progress::Progress;
-
-/// S3's limit on key length in bytes.
-const MAX_KEY_BYTES: usize = 1024;
-/// Sealed-but-undelivered segments per partition. At the cap the partition is paused and no
-/// policy seal happens (its open segment grows instead: any cut is recorded, so skipping one
-/// never breaks replay); only the final seal (end of input, drain) and recorded ends during a
-/// replay, which replace an end one for one, still seal. An intent so lists at most cap + 1
-/// new ends plus those being replayed, well under the 4 KiB metadata limit.
-pub const MAX_UNDELIVERED_PER_PARTITION: usize = 64;
-
-// Ends of up to 19 digits and a comma each, twice the cap plus slack, and the version prefix.
-const _: () = assert!(
-    (2 * MAX_UNDELIVERED_PER_PARTITION + 2) * 20 + 8 <= crate::delivery::intent::MAX_METADATA_BYTES
-);
+use route::Router;
 
 /// A destination with its settings and the store it writes to.
 #[derive(Debug, Clone)]
@@ -51,12 +38,6 @@ pub enum PipelineError {
     BadRecord { location: String, reason: String },
     #[error("topic {0:?} is not routed to any destination")]
     Unrouted(String),
-    #[error("topic {topic} partition {partition}: {source}")]
-    Intent {
-        topic: String,
-        partition: i32,
-        source: IntentError,
-    },
     #[error(transparent)]
     Delivery(#[from] DeliveryError),
 }
@@ -85,34 +66,39 @@ pub struct Limits {
 pub enum Pause {
     /// Every partition: the buffer budget or the in-flight limit is reached.
     All,
-    /// These partitions only (a destination refusing uploads, a partition with too many
-    /// undelivered segments); possibly none.
+    /// These partitions only (a destination refusing uploads, a partition at the cap of
+    /// undelivered segments, a stopped partition); possibly none.
     Partitions(BTreeSet<PartitionKey>),
 }
 
-/// A commit the run loop must make for the protocol to go on.
+/// A partition the protocol stopped: nothing from `offset` on is delivered or committed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommitRequest {
+pub struct Stopped {
     pub partition: PartitionKey,
-    pub epoch: u64,
-    pub point: CommitPoint,
+    pub offset: Offset,
+    pub reason: StopReason,
 }
 
-/// Open segments per partition, their delivery progress, and the delivery stage.
+/// What the run loop must do for the protocol to go on.
+#[derive(Debug, Default)]
+pub struct Due {
+    /// Commit these in one request.
+    pub commits: Vec<Commit<PartitionKey>>,
+    /// Stop reading these partitions.
+    pub stops: Vec<Stopped>,
+}
+
+/// Open segments per partition, the protocol, and the delivery stage.
 pub struct Pipeline {
-    destinations: Vec<Destination>,
-    routes: HashMap<Arc<str>, Option<usize>>,
+    router: Router,
     open: HashMap<PartitionKey, Segment>,
+    open_bytes: usize,
     /// The evolving schema of each destination and topic (infer mode), files are written with.
     schemas: HashMap<(usize, Arc<str>), Arc<Fields>>,
-    progress: HashMap<PartitionKey, Progress>,
-    /// Partitions whose progress changed since the last `pending_commits`.
-    touched: BTreeSet<PartitionKey>,
-    /// Partitions whose last commit failed, waiting for the retry timer.
-    deferred: BTreeSet<PartitionKey>,
-    next_epoch: u64,
+    protocol: Protocol<PartitionKey>,
+    /// Sealed segments waiting for the protocol to let them be uploaded.
+    sealed: HashMap<(PartitionKey, SegmentId), Segment>,
     delivery: Delivery,
-    open_bytes: usize,
     limits: Limits,
     /// Names records in messages: `Some(path)` for a file source ("path line N").
     file_name: Option<String>,
@@ -125,42 +111,26 @@ impl Pipeline {
         destinations: Vec<Destination>,
         delivery: Delivery,
         limits: Limits,
+        protocol: ProtocolSettings,
         file_name: Option<String>,
     ) -> Self {
         Self {
-            destinations,
-            routes: HashMap::new(),
+            router: Router::new(destinations),
             open: HashMap::new(),
-            schemas: HashMap::new(),
-            progress: HashMap::new(),
-            touched: BTreeSet::new(),
-            deferred: BTreeSet::new(),
-            next_epoch: 1,
-            delivery,
             open_bytes: 0,
+            schemas: HashMap::new(),
+            protocol: Protocol::new(protocol),
+            sealed: HashMap::new(),
+            delivery,
             limits,
             file_name,
             stats: RunStats::default(),
         }
     }
 
-    /// The shared name of a topic (records of one topic share one allocation).
+    /// The shared name of a topic.
     pub fn intern(&mut self, topic: &str) -> Arc<str> {
-        if let Some((k, _)) = self.routes.get_key_value(topic) {
-            return k.clone();
-        }
-        let key: Arc<str> = Arc::from(topic);
-        let dest = self
-            .destinations
-            .iter()
-            .position(|d| d.settings.topics.iter().any(|t| t == topic))
-            .or_else(|| {
-                self.destinations
-                    .iter()
-                    .position(|d| d.settings.topics.is_empty())
-            });
-        self.routes.insert(key.clone(), dest);
-        key
+        self.router.intern(topic)
     }
 
     fn describe(&self, topic: &str, partition: i32, offset: i64) -> String {
@@ -170,230 +140,200 @@ impl Pipeline {
         }
     }
 
-    /// Takes ownership of a partition under `epoch` (the consumer's ownership token: commit
-    /// requests carry it, and results from another epoch are ignored), resuming from its
-    /// recovery plan.
-    pub fn assign(&mut self, topic: &str, partition: i32, plan: RecoveryPlan, epoch: u64) {
+    /// Takes ownership of a partition; returns where to read from, or why it is stopped.
+    pub fn assign(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        assignment: Assignment,
+    ) -> Result<Start, StopReason> {
         let key = (self.intern(topic), partition);
-        if plan.replaying() {
+        self.drop_buffers(&key);
+        let start = self.protocol.assign(key, assignment)?;
+        if start.replaying {
             METRICS.recoveries.inc();
             tracing::info!(
-                topic, partition, committed = ?plan.next_start, ends = ?plan.forced_ends,
+                topic,
+                partition,
+                from = start.from,
                 "recovering: replaying sealed segments to exactly their recorded ends"
             );
         }
-        if let Some(seg) = self.open.remove(&key) {
-            self.open_bytes = self.open_bytes.saturating_sub(seg.bytes);
-        }
-        self.progress.insert(key, Progress::new(epoch, plan));
+        Ok(start)
     }
 
-    /// Drops the open buffers and progress of revoked partitions: the next owner consumes
-    /// them again from the last commit, whose intent tells it where to cut.
+    /// Drops the buffers of revoked partitions: the next owner consumes them again from the
+    /// last commit, whose intent tells it where to cut.
     pub fn revoke(&mut self, partitions: &[(String, i32)]) {
         for (t, p) in partitions {
             let key = (self.intern(t), *p);
-            if let Some(seg) = self.open.remove(&key) {
-                self.open_bytes = self.open_bytes.saturating_sub(seg.bytes);
-            }
-            self.progress.remove(&key);
-            self.touched.remove(&key);
-            self.deferred.remove(&key);
+            self.drop_buffers(&key);
+            self.protocol.revoke(&key);
         }
     }
 
-    fn progress_mut(&mut self, key: &PartitionKey) -> &mut Progress {
-        let next_epoch = &mut self.next_epoch;
-        // File sources are never "assigned": their one partition starts fresh.
-        self.progress.entry(key.clone()).or_insert_with(|| {
-            let plan = RecoveryPlan {
-                next_start: None,
-                forced_ends: Default::default(),
-            };
-            *next_epoch += 1;
-            Progress::new(*next_epoch - 1, plan)
-        })
+    fn drop_buffers(&mut self, key: &PartitionKey) {
+        if let Some(seg) = self.open.remove(key) {
+            self.open_bytes = self.open_bytes.saturating_sub(seg.bytes);
+        }
+        self.sealed.retain(|(k, _), _| k != key);
     }
 
-    /// Takes one record: decode, route, buffer; seals segments as the policy (or, while
-    /// recovering, the recorded ends) require.
+    /// Takes one record: route, buffer; seals as the policy (or, while recovering, the
+    /// recorded ends) require. A record of a partition not owned or stopped is left: it is
+    /// read again by whoever reads the partition next.
     pub fn ingest(&mut self, rec: Record) -> Result<(), PipelineError> {
         let topic = self.intern(&rec.topic);
-        let Some(dest_idx) = self.routes.get(&topic).copied().flatten() else {
+        let Some(dest_idx) = self.router.destination_of(&topic) else {
             return Err(PipelineError::Unrouted(topic.to_string()));
+        };
+        let key: PartitionKey = (topic, rec.partition);
+        // Recorded ends before this record: the segment's last records are gone (compaction).
+        while let Some(end) = self.protocol.recorded_end_before(&key, rec.offset) {
+            self.cut(&key, dest_idx, Cut::Recorded(end), SealReason::Recovery);
+        }
+        let routed = self.router.route(dest_idx, &rec);
+        let rotation = &self.router.destinations[dest_idx].settings.rotation;
+        if let Ok((path, _)) = &routed
+            && self.protocol.may_cut(&key)
+            && self
+                .open
+                .get(&key)
+                .is_some_and(|s| s.would_exceed_paths(path, rotation.max_open_paths))
+        {
+            self.seal(&key, SealReason::OpenPaths);
+        }
+        let Ok(admission) = self.protocol.admit(&key, rec.offset) else {
+            return Ok(());
         };
         self.stats.records += 1;
         METRICS.records_consumed.inc();
-        let key: PartitionKey = (topic.clone(), rec.partition);
-        // Recorded ends before this record: the segment's last records are gone (compaction).
-        while let Some(end) = self.progress_mut(&key).forced_ends.front().copied() {
-            if end >= rec.offset {
-                break;
+        let start = admission.segment_start;
+        let seg = self
+            .open
+            .entry(key.clone())
+            .or_insert_with(|| Segment::new(key.0.clone(), key.1, dest_idx, start));
+        // Admitted against the segment the record lands in (after any seal above), so a
+        // replay of that segment admits exactly the same records.
+        let admitted = routed.and_then(|(path, object)| {
+            self.router.destinations[dest_idx]
+                .settings
+                .schema
+                .admit(&mut seg.schema, &object)
+                .map(|()| path)
+        });
+        match admitted {
+            Ok(path) => {
+                let payload = rec.payload.as_deref().unwrap_or_default();
+                let key_bytes = rec.key.as_deref();
+                seg.push_row(path, payload, key_bytes, rec.offset, rec.timestamp_ms);
+                self.open_bytes += payload.len() + key_bytes.map_or(0, <[u8]>::len);
             }
-            self.seal_at(&key, dest_idx, end);
+            Err(reason) => self.bad_record(&key, &rec, reason)?,
         }
-        let replaying = !self.progress_mut(&key).forced_ends.is_empty();
-        let routed = self.route_record(dest_idx, &rec);
-        let dest = &self.destinations[dest_idx].settings;
-        match routed {
-            Ok((path, object)) => {
-                let over_paths = !replaying
-                    && !self.at_cap(&key)
-                    && self
-                        .open
-                        .get(&key)
-                        .is_some_and(|s| s.would_exceed_paths(&path, dest.rotation.max_open_paths));
-                if over_paths {
-                    self.seal(&key, SealReason::OpenPaths);
-                }
-                // Admitted against the segment the record lands in (after any seal above), so
-                // a replay of that segment admits exactly the same records.
-                self.segment(&key, dest_idx, rec.offset);
-                let admitted = match self.open.get_mut(&key) {
-                    Some(seg) => self.destinations[dest_idx]
-                        .settings
-                        .schema
-                        .admit(&mut seg.schema, &object),
-                    None => Ok(()),
-                };
-                match admitted {
-                    Ok(()) => {
-                        let payload = rec.payload.as_deref().unwrap_or_default();
-                        let key_bytes = rec.key.as_deref();
-                        let seg = self.segment(&key, dest_idx, rec.offset);
-                        seg.push_row(path, payload, key_bytes, rec.offset, rec.timestamp_ms);
-                        self.open_bytes += payload.len() + key_bytes.map_or(0, <[u8]>::len);
-                    }
-                    Err(reason) => self.bad_record(&key, dest_idx, &rec, reason)?,
-                }
-            }
-            Err(reason) => self.bad_record(&key, dest_idx, &rec, reason)?,
-        }
-        if replaying {
-            if self.progress_mut(&key).forced_ends.front() == Some(&rec.offset) {
-                self.seal(&key, SealReason::Recovery);
-            }
+        if admission.seal_after {
+            self.cut(
+                &key,
+                dest_idx,
+                Cut::Recorded(rec.offset),
+                SealReason::Recovery,
+            );
             return Ok(());
         }
-        let rotation = &self.destinations[dest_idx].settings.rotation;
-        if let Some(reason) = self.open.get(&key).and_then(|s| s.full(rotation))
-            && !self.at_cap(&key)
-        {
+        let rotation = &self.router.destinations[dest_idx].settings.rotation;
+        if let Some(reason) = self.open.get(&key).and_then(|s| s.full(rotation)) {
             self.seal(&key, reason);
         }
-        while self.open_bytes > self.limits.max_buffer_bytes {
-            let largest = self
-                .open
-                .iter()
-                .filter(|(k, _)| {
-                    self.progress
-                        .get(*k)
-                        .is_none_or(|p| p.forced_ends.is_empty())
-                        && !self.at_cap(k)
-                })
-                .max_by_key(|(_, s)| s.bytes)
-                .map(|(k, _)| k.clone());
-            let Some(largest) = largest else { break };
-            self.seal(&largest, SealReason::MemoryPressure);
-        }
+        self.relieve_memory();
         Ok(())
     }
 
-    /// Decodes and routes a record: its directory path and its object, or why it is bad.
-    fn route_record(
-        &self,
-        dest_idx: usize,
-        rec: &Record,
-    ) -> Result<(String, Map<String, Value>), String> {
-        let dest = &self.destinations[dest_idx];
-        let s = &dest.settings;
-        let object = decode(
-            rec.payload.as_deref(),
-            s.schema.max_record_bytes,
-            s.schema.max_depth,
-        )
-        .map_err(|e| e.to_string())?;
-        let ts = s
-            .timestamp
-            .extract(rec.timestamp_ms, &object)
-            .map_err(|e| e.to_string())?;
-        let path = s
-            .key_template
-            .render(&rec.topic, rec.partition, ts, &object);
-        let name_len = object_name(&rec.topic, rec.partition, 0, "parquet").len();
-        let key_len = dest.target.prefix.len() + path.len() + name_len + 2;
-        if key_len > MAX_KEY_BYTES {
-            return Err(format!(
-                "object key would be {key_len} bytes, over the {MAX_KEY_BYTES}-byte limit"
-            ));
+    /// Over the budget, seals the largest open segment while the protocol allows it. A segment
+    /// being replayed cannot be cut short of its recorded end: then nothing is sealed (sealing
+    /// the others instead would only make them tiny) and the source is paused (see
+    /// [`Pipeline::pause`]) until the replay reaches its end.
+    fn relieve_memory(&mut self) {
+        while self.open_bytes > self.limits.max_buffer_bytes {
+            let Some(largest) = self
+                .open
+                .iter()
+                .max_by_key(|(_, s)| s.bytes)
+                .map(|(k, _)| k.clone())
+            else {
+                return;
+            };
+            if !self.protocol.may_cut(&largest) {
+                return;
+            }
+            self.seal(&largest, SealReason::MemoryPressure);
         }
-        Ok((path, object))
     }
 
     fn bad_record(
         &mut self,
         key: &PartitionKey,
-        dest_idx: usize,
         rec: &Record,
         reason: String,
     ) -> Result<(), PipelineError> {
         let location = self.describe(&rec.topic, rec.partition, rec.offset);
-        match self.destinations[dest_idx].settings.on_bad_record {
+        let Some(seg) = self.open.get_mut(key) else {
+            return Ok(());
+        };
+        match self.router.destinations[seg.destination]
+            .settings
+            .on_bad_record
+        {
             BadRecordPolicy::Fail => return Err(PipelineError::BadRecord { location, reason }),
             BadRecordPolicy::Skip => {
                 tracing::warn!(%location, %reason, "skipping bad record (on_bad_record = \"skip\")");
                 self.stats.skipped += 1;
                 METRICS.records_skipped.inc();
-                self.segment(key, dest_idx, rec.offset).skip(rec.offset);
+                seg.skip(rec.offset);
             }
             BadRecordPolicy::DeadLetter => {
                 tracing::debug!(%location, %reason, "dead-lettering bad record");
                 let line = dead_letter::dead_letter_line(rec, &reason);
                 self.open_bytes += line.len() + 1;
-                self.segment(key, dest_idx, rec.offset)
-                    .push_dead_letter(&line, rec.offset);
+                seg.push_dead_letter(&line, rec.offset);
             }
         }
         Ok(())
     }
 
-    /// The open segment of a partition, opened at the protocol's next start if needed.
-    fn segment(&mut self, key: &PartitionKey, dest_idx: usize, offset: i64) -> &mut Segment {
-        let start = match self.open.contains_key(key) {
-            true => offset,
-            false => self.progress_mut(key).next_start.unwrap_or(offset),
-        };
-        self.open
-            .entry(key.clone())
-            .or_insert_with(|| Segment::new(key.0.clone(), key.1, dest_idx, start))
-    }
-
-    /// Seals exactly at a recorded `end` that no buffered record reaches.
-    fn seal_at(&mut self, key: &PartitionKey, dest_idx: usize, end: i64) {
-        let seg = self.segment(key, dest_idx, end);
-        seg.end = seg.end.max(end);
-        self.seal(key, SealReason::Recovery);
-    }
-
-    /// Whether a partition has as many undelivered segments as an intent may list.
-    fn at_cap(&self, key: &PartitionKey) -> bool {
-        self.progress
-            .get(key)
-            .is_some_and(|p| p.undelivered() >= MAX_UNDELIVERED_PER_PARTITION)
-    }
-
-    /// Seals a partition's open segment; it is uploaded once its intent is committed.
+    /// Seals a partition's open segment by policy, if the protocol allows it now.
     pub fn seal(&mut self, key: &PartitionKey, reason: SealReason) {
-        let Some(mut seg) = self.open.remove(key) else {
+        let Some(dest_idx) = self.open.get(key).map(|s| s.destination) else {
             return;
         };
-        self.open_bytes = self.open_bytes.saturating_sub(seg.bytes);
+        let cut = match reason {
+            SealReason::Drain | SealReason::Stopped => Cut::Final,
+            _ => Cut::Policy,
+        };
+        self.cut(key, dest_idx, cut, reason);
+    }
+
+    /// Seals where `cut` says; a recorded end no record reached seals an empty segment.
+    fn cut(&mut self, key: &PartitionKey, dest_idx: usize, cut: Cut, reason: SealReason) {
+        let bytes = self.open.get(key).map_or(0, |s| s.bytes);
+        let Some(id) = self.protocol.seal(key, cut, bytes) else {
+            return;
+        };
+        let mut seg = match self.open.remove(key) {
+            Some(seg) => {
+                self.open_bytes = self.open_bytes.saturating_sub(seg.bytes);
+                seg
+            }
+            None => Segment::new(key.0.clone(), key.1, dest_idx, id.start),
+        };
+        seg.start = id.start;
+        seg.end = seg.end.max(id.end);
+        seg.lineage = Some(id.lineage);
         let evolving = self
             .schemas
             .entry((seg.destination, seg.topic.clone()))
             .or_default();
         seg.written_as = Some(
-            self.destinations[seg.destination]
+            self.router.destinations[seg.destination]
                 .settings
                 .schema
                 .file_schema(evolving, &seg.schema),
@@ -403,32 +343,25 @@ impl Pipeline {
             topic = %seg.topic, partition = seg.partition, start = seg.start, end = seg.end,
             records = seg.records, bytes = seg.bytes, ?reason, "segment sealed"
         );
-        let (topic, partition, end) = (seg.topic.clone(), seg.partition, seg.end);
-        let progress = self.progress_mut(key);
-        let was_replaying = !progress.forced_ends.is_empty();
-        progress.sealed(seg);
-        if was_replaying && progress.forced_ends.is_empty() {
-            tracing::info!(%topic, partition, last_recorded_end = end,
+        if matches!(cut, Cut::Recorded(_)) && !self.protocol.replaying(key) {
+            tracing::info!(topic = %key.0, partition = key.1, last_recorded_end = id.end,
                 "recovered: every recorded segment re-sealed at its end; \
                  the normal rotation policy applies again");
         }
-        self.touched.insert(key.clone());
+        self.sealed.insert((key.clone(), id), seg);
     }
 
-    /// Seals every segment that has been open longer than its destination's `max_age`,
-    /// except those being replayed to a recorded end.
+    /// Seals every segment that has been open longer than its destination's `max_age`.
     pub fn seal_expired(&mut self) {
         let now = Instant::now();
         let expired: Vec<PartitionKey> = self
             .open
             .iter()
-            .filter(|(k, s)| {
-                s.expired(now, &self.destinations[s.destination].settings.rotation)
-                    && self
-                        .progress
-                        .get(*k)
-                        .is_none_or(|p| p.forced_ends.is_empty())
-                    && !self.at_cap(k)
+            .filter(|(_, s)| {
+                s.expired(
+                    now,
+                    &self.router.destinations[s.destination].settings.rotation,
+                )
             })
             .map(|(k, _)| k.clone())
             .collect();
@@ -437,118 +370,87 @@ impl Pipeline {
         }
     }
 
-    /// Seals everything open (end of input, `--once`, shutdown). A partition still replaying
-    /// keeps its open records unsealed: sealing short of the recorded end would cut the
-    /// segment differently; the next owner replays it.
+    /// Seals everything open (end of input, `--once`, shutdown) where the protocol allows: a
+    /// partition still replaying, or at the cap, keeps its open records for the next owner.
     pub fn seal_all(&mut self) {
-        let keys: Vec<PartitionKey> = self
-            .open
-            .keys()
-            .filter(|k| {
-                self.progress
-                    .get(*k)
-                    .is_none_or(|p| p.forced_ends.is_empty())
-            })
-            .cloned()
-            .collect();
+        let keys: Vec<PartitionKey> = self.open.keys().cloned().collect();
         for key in keys {
             self.seal(&key, SealReason::Drain);
         }
     }
 
     /// Seals one partition's open segment because its reading stopped, so that everything
-    /// before the stop is delivered and committed; unless it is replaying recorded ends (see
-    /// [`Pipeline::seal_all`]).
+    /// before the stop is delivered and committed.
     pub fn seal_partition(&mut self, topic: &str, partition: i32) {
         let key = (self.intern(topic), partition);
-        if self
-            .progress
-            .get(&key)
-            .is_none_or(|p| p.forced_ends.is_empty())
-        {
-            self.seal(&key, SealReason::Stopped);
-        }
+        self.seal(&key, SealReason::Stopped);
     }
 
-    /// The commits needed now. Segments whose state is already recorded are released to
-    /// delivery at once; the others wait for [`Pipeline::committed`].
-    pub fn pending_commits(&mut self) -> Result<Vec<CommitRequest>, PipelineError> {
-        let mut requests = Vec::new();
-        for key in std::mem::take(&mut self.touched) {
-            let Some(progress) = self.progress.get_mut(&key) else {
-                continue;
-            };
-            if !progress.needs_commit() {
-                continue;
-            }
-            let point = progress
-                .commit_point()
-                .map_err(|source| PipelineError::Intent {
-                    topic: key.0.to_string(),
-                    partition: key.1,
-                    source,
-                })?;
-            match point {
-                Some(point) => requests.push(CommitRequest {
-                    partition: key,
-                    epoch: progress.epoch,
-                    point,
-                }),
-                None => {
-                    let epoch = progress.epoch;
-                    let ready = progress.clean();
-                    self.submit(ready, epoch);
+    /// What the protocol needs done now. Uploads it allows start here; commits and stops go
+    /// to the caller.
+    pub fn due(&mut self) -> Due {
+        let mut due = Due::default();
+        for action in self.protocol.poll() {
+            match action {
+                Action::Commit(commits) => due.commits.extend(commits),
+                Action::Upload {
+                    partition,
+                    token,
+                    segment,
+                } => {
+                    let Some(seg) = self.sealed.remove(&(partition.clone(), segment)) else {
+                        continue;
+                    };
+                    let target = self.router.destinations[seg.destination].target.clone();
+                    let handoff = Handoff {
+                        partition,
+                        token,
+                        segment,
+                    };
+                    self.delivery.submit(seg, handoff, target);
+                }
+                Action::Stop {
+                    partition,
+                    offset,
+                    reason,
+                } => {
+                    if let Some(seg) = self.open.remove(&partition) {
+                        self.open_bytes = self.open_bytes.saturating_sub(seg.bytes);
+                    }
+                    due.stops.push(Stopped {
+                        partition,
+                        offset,
+                        reason,
+                    });
                 }
             }
         }
-        Ok(requests)
+        due
     }
 
-    /// A commit succeeded: upload what its intent covers.
-    pub fn committed(&mut self, request: CommitRequest) {
-        let Some(progress) = self.progress.get_mut(&request.partition) else {
-            return;
-        };
-        if progress.epoch != request.epoch {
-            return;
-        }
-        let ready = progress.committed(request.point);
-        if progress.needs_commit() {
-            self.touched.insert(request.partition);
-        }
-        self.submit(ready, request.epoch);
+    /// The commits were acknowledged: what their intents cover may be uploaded.
+    pub fn commits_acknowledged(&mut self, commits: &[Commit<PartitionKey>]) {
+        self.protocol.commits_acknowledged(commits);
     }
 
-    /// A commit failed: nothing it covers is uploaded; it is retried after
-    /// [`Pipeline::retry_failed_commits`] (called on a timer, so failures do not spin).
-    pub fn commit_failed(&mut self, request: &CommitRequest) {
-        if self
-            .progress
-            .get(&request.partition)
-            .is_some_and(|p| p.epoch == request.epoch)
-        {
-            self.deferred.insert(request.partition.clone());
-        }
+    /// The commits failed: they are sent again after the next [`Pipeline::tick`].
+    pub fn commits_failed(&mut self, commits: &[Commit<PartitionKey>]) {
+        self.protocol.commits_failed(commits);
     }
 
-    /// Makes failed commits due again.
-    pub fn retry_failed_commits(&mut self) {
-        self.touched.append(&mut self.deferred);
+    /// Time passed: failed commits are due again.
+    pub fn tick(&mut self) {
+        self.protocol.tick();
     }
 
-    fn submit(&mut self, segments: Vec<Segment>, epoch: u64) {
-        for seg in segments {
-            let target = self.destinations[seg.destination].target.clone();
-            self.delivery.submit(seg, epoch, target);
-        }
-    }
-
-    /// True when the in-flight limits are reached. Segments of a destination that refuses
-    /// uploads do not count: its partitions are paused instead (see [`Pipeline::pause`]), so
-    /// what it holds stopped growing when it began failing, and the others go on.
+    /// Bytes held in memory for the budget: open segments, sealed ones waiting for their
+    /// intent, and those being uploaded to destinations that accept uploads. A destination
+    /// that refuses has its partitions paused instead (see [`Pipeline::pause`]), so what it
+    /// holds stopped growing when it began failing, and the others go on.
     fn over_limits(&self) -> bool {
-        let (mut segments, mut bytes) = (0, 0);
-        for (i, d) in self.destinations.iter().enumerate() {
+        let (mut segments, mut bytes) =
+            (0, self.open_bytes + self.protocol.awaiting_intent_bytes());
+        for (i, d) in self.router.destinations.iter().enumerate() {
             if !d.target.health.failing() {
                 let load = self.delivery.load(i);
                 segments += load.segments;
@@ -560,45 +462,60 @@ impl Pipeline {
 
     /// True when all consumption should wait for uploads to catch up.
     pub fn backpressured(&self) -> bool {
-        self.over_limits()
-            || self
-                .progress
-                .values()
-                .any(|p| p.undelivered() >= MAX_UNDELIVERED_PER_PARTITION)
+        self.over_limits() || self.protocol.partitions().any(|k| self.protocol.at_cap(k))
     }
 
-    /// What the source should pause now: everything when over the limits; otherwise the
-    /// partitions of destinations that refuse uploads and the partitions with as many
-    /// undelivered segments as an intent may list.
+    /// What the source should pause now: everything when over the limits (but partitions
+    /// replaying a recorded segment); otherwise the
+    /// partitions of destinations that refuse uploads, those at the cap of undelivered
+    /// segments and those the protocol stopped.
     pub fn pause(&self) -> Pause {
         if self.over_limits() {
-            return Pause::All;
+            // A replay must reach its recorded end before its segment can be sealed and its
+            // memory freed: pausing it too would stall everything.
+            let replaying: Vec<&PartitionKey> = self
+                .protocol
+                .partitions()
+                .filter(|k| self.protocol.replaying(k))
+                .collect();
+            if replaying.is_empty() {
+                return Pause::All;
+            }
+            let others = self
+                .protocol
+                .partitions()
+                .filter(|k| !replaying.contains(k))
+                .cloned()
+                .collect();
+            return Pause::Partitions(others);
         }
-        let failing = |d: usize| self.destinations[d].target.health.failing();
+        let failing = |topic: &str| {
+            self.router
+                .destination(topic)
+                .is_some_and(|i| self.router.destinations[i].target.health.failing())
+        };
         let paused = self
-            .progress
-            .iter()
-            .filter(|(key, p)| {
-                p.undelivered() >= MAX_UNDELIVERED_PER_PARTITION
-                    || self
-                        .routes
-                        .get(&key.0)
-                        .copied()
-                        .flatten()
-                        .is_some_and(failing)
+            .protocol
+            .partitions()
+            .filter(|key| {
+                self.protocol.at_cap(key) || self.protocol.is_stopped(key) || failing(&key.0)
             })
-            .map(|(key, _)| key.clone())
+            .cloned()
             .collect();
         Pause::Partitions(paused)
     }
 
     /// Publishes the gauges a scrape reads.
     pub fn publish_gauges(&self) {
-        METRICS.partitions_assigned.set(self.progress.len() as u64);
+        METRICS
+            .partitions_assigned
+            .set(self.protocol.owned() as u64);
         METRICS
             .segments_in_flight
             .set(self.delivery.in_flight() as u64);
-        METRICS.buffered_bytes.set(self.open_bytes as u64);
+        METRICS
+            .buffered_bytes
+            .set((self.open_bytes + self.protocol.awaiting_intent_bytes()) as u64);
     }
 
     /// Segments being encoded or uploaded.
@@ -606,9 +523,14 @@ impl Pipeline {
         self.delivery.in_flight()
     }
 
-    /// Sealed segments not yet durable, across partitions (awaiting intent or uploading).
+    /// Sealed segments not yet durable, across partitions.
     pub fn undelivered(&self) -> usize {
-        self.progress.values().map(Progress::undelivered).sum()
+        self.protocol.undelivered()
+    }
+
+    /// Nothing left to upload or commit for what was sealed.
+    pub fn settled(&self) -> bool {
+        self.protocol.settled() && self.delivery.in_flight() == 0
     }
 
     /// Waits for the next delivery to finish.
@@ -616,9 +538,32 @@ impl Pipeline {
         self.delivery.next().await
     }
 
-    /// Accounts for a finished delivery; the partition's commit may now advance.
+    /// Accounts for a finished delivery. A segment that cannot be encoded stops its partition
+    /// (see [`Pipeline::due`]); an upload that gave up fails the run, nothing past it being
+    /// committed.
     pub fn on_completion(&mut self, c: Completion) -> Result<(), PipelineError> {
-        let report = c.result?;
+        let Some(handoff) = c.handoff else {
+            return Err(PipelineError::Delivery(c.result.err().unwrap_or_else(
+                || DeliveryError::Task("a delivery task ended without its segment".into()),
+            )));
+        };
+        let Handoff {
+            partition,
+            token,
+            segment,
+        } = handoff;
+        let report = match c.result {
+            Ok(report) => report,
+            Err(e @ (DeliveryError::Encode { .. } | DeliveryError::Task(_))) => {
+                tracing::error!(topic = %partition.0, partition = partition.1,
+                    start = segment.start, end = segment.end, error = %e,
+                    "a segment cannot be delivered; its partition stops there");
+                self.protocol
+                    .undeliverable(&partition, token, segment, e.to_string());
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
         self.stats.segments_delivered += 1;
         METRICS.segments_delivered.inc();
         METRICS.records_dead_lettered.add(report.dead_letters);
@@ -627,15 +572,10 @@ impl Pipeline {
         self.stats.objects_created += report.objects_created;
         self.stats.objects_existing += report.objects_existing;
         tracing::debug!(
-            topic = %c.partition.0, partition = c.partition.1, start = c.start, end = c.end,
+            topic = %partition.0, partition = partition.1, start = segment.start, end = segment.end,
             created = report.objects_created, existing = report.objects_existing, "segment delivered"
         );
-        if let Some(progress) = self.progress.get_mut(&c.partition)
-            && progress.epoch == c.epoch
-            && progress.delivered(c.start, c.end)
-        {
-            self.touched.insert(c.partition);
-        }
+        self.protocol.delivered(&partition, token, segment);
         Ok(())
     }
 }

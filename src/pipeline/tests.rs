@@ -1,6 +1,6 @@
 //! The pipeline driven by hand, without Kafka: recovery that reseals at recorded ends across
-//! offset gaps (compaction) and through segments with no records left, and the commits that
-//! follow, against a local directory.
+//! offset gaps (compaction) and through segments with no records left, the commits that
+//! follow, the cap, and the memory budget during a replay, against a local directory.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,6 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::delivery::{Delivery, RetryPolicy, Target};
+use crate::protocol::{
+    Committed, Lineage, MAX_METADATA_BYTES, MAX_UNDELIVERED_PER_PARTITION, Token,
+};
 use crate::store::LocalStore;
 use crate::telemetry::DestinationHealth;
 
@@ -39,7 +42,11 @@ fn pipeline(root: &Path, max_records: u64) -> Pipeline {
         settings: d,
         target,
     };
-    Pipeline::new(vec![dest], delivery, limits, None)
+    let protocol = ProtocolSettings {
+        accept_reset: false,
+        start_at_end: false,
+    };
+    Pipeline::new(vec![dest], delivery, limits, protocol, None)
 }
 
 fn record(offset: i64) -> Record {
@@ -53,14 +60,35 @@ fn record(offset: i64) -> Record {
     }
 }
 
+fn lineage() -> Lineage {
+    Lineage::new(1_764_000_000, 1)
+}
+
+/// Assigns partition `partition` of `t` with a commit at `offset` and its metadata.
+fn assign(p: &mut Pipeline, partition: i32, offset: i64, metadata: String) {
+    let assignment = Assignment {
+        token: Token(1),
+        committed: Committed::At { offset, metadata },
+        log_start: 0,
+        log_end: 10_000,
+        fresh_lineage: Lineage::new(1_764_000_000, 2),
+    };
+    p.assign("t", partition, assignment).unwrap();
+}
+
 /// Acknowledges every commit the pipeline asks for and waits for every delivery; returns
-/// the commits made, in order.
-async fn settle(p: &mut Pipeline) -> Vec<(i64, String)> {
+/// the commits made, in order, as offset and ends.
+async fn settle(p: &mut Pipeline) -> Vec<(i64, Vec<i64>)> {
     let mut made = Vec::new();
     loop {
-        for request in p.pending_commits().unwrap() {
-            made.push((request.point.offset, request.point.metadata.clone()));
-            p.committed(request);
+        let due = p.due();
+        assert!(due.stops.is_empty(), "{:?}", due.stops);
+        for c in &due.commits {
+            made.push((c.point.offset, c.point.intent.ends.clone()));
+        }
+        p.commits_acknowledged(&due.commits);
+        if !due.commits.is_empty() {
+            continue;
         }
         if p.in_flight() == 0 {
             return made;
@@ -73,7 +101,7 @@ async fn settle(p: &mut Pipeline) -> Vec<(i64, String)> {
     }
 }
 
-/// The objects written, as their start offsets (`t+0+{start:020}.parquet`).
+/// The objects written, as their start offsets (`t+0+{lineage}+{start:020}.parquet`).
 fn object_starts(root: &Path) -> Vec<i64> {
     let mut starts: Vec<i64> = std::fs::read_dir(root.join("t"))
         .map(|d| {
@@ -91,8 +119,7 @@ async fn recorded_ends_inside_a_compaction_gap_are_resealed_where_the_first_run_
     let dir = tempfile::tempdir().unwrap();
     // Rotation would cut every 4 records; the recorded ends say otherwise until they are used.
     let mut p = pipeline(dir.path(), 4);
-    let plan = RecoveryPlan::new(Some(100), "pail1:105,120").unwrap();
-    p.assign("t", 0, plan, 1);
+    assign(&mut p, 0, 100, format!("pail2:{}:105,120", lineage()));
     // 103..=109 were compacted away: 105 lies inside the gap.
     for offset in (100..=102).chain(110..=126) {
         p.ingest(record(offset)).unwrap();
@@ -102,20 +129,23 @@ async fn recorded_ends_inside_a_compaction_gap_are_resealed_where_the_first_run_
     // [100,105] (3 records), [106,120] starting at the previous end + 1 although its first
     // record is 110, then the normal rotation: [121,124], and [125,126] at the end.
     assert_eq!(object_starts(dir.path()), vec![100, 106, 121, 125]);
-    let (offset, metadata) = commits.last().unwrap();
-    assert_eq!((*offset, metadata.as_str()), (127, ""));
+    let names: Vec<String> = std::fs::read_dir(dir.path().join("t"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| n.contains(&lineage().to_string())),
+        "the recorded lineage names every object: {names:?}"
+    );
+    let (offset, ends) = commits.last().unwrap();
+    assert_eq!((*offset, ends.as_slice()), (127, &[][..]));
     // Until [106,120] was delivered, every commit still recorded its end.
-    let records_120 = |m: &str| {
-        m.trim_start_matches("pail1:")
-            .split(',')
-            .any(|e| e == "120")
-    };
     let before: Vec<_> = commits.iter().filter(|(o, _)| *o <= 106).collect();
     assert!(
-        !before.is_empty() && before.iter().all(|(_, m)| records_120(m)),
+        !before.is_empty() && before.iter().all(|(_, e)| e.contains(&120)),
         "{commits:?}"
     );
-    assert_eq!(commits[0], (100, "pail1:105,120,124,126".to_string()));
+    assert_eq!(commits[0], (100, vec![105, 120, 124, 126]));
     assert_eq!(p.stats.rows_written, 20);
 }
 
@@ -123,8 +153,7 @@ async fn recorded_ends_inside_a_compaction_gap_are_resealed_where_the_first_run_
 async fn a_recorded_segment_with_no_records_left_is_sealed_empty_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut p = pipeline(dir.path(), 1000);
-    let plan = RecoveryPlan::new(Some(100), "pail1:103,107").unwrap();
-    p.assign("t", 0, plan, 1);
+    assign(&mut p, 0, 100, format!("pail2:{}:103,107", lineage()));
     // Everything from 104 to 109 is gone: the segment [104,107] has no records.
     for offset in (100..=103).chain(110..=111) {
         p.ingest(record(offset)).unwrap();
@@ -143,7 +172,7 @@ async fn a_partition_at_its_cap_stops_sealing_so_its_intent_stays_bounded() {
     // Every record would be a segment of its own; no commit is acknowledged, so nothing is
     // delivered and every sealed segment stays undelivered.
     let mut p = pipeline(dir.path(), 1);
-    p.assign("t", 0, RecoveryPlan::new(Some(0), "").unwrap(), 1);
+    assign(&mut p, 0, 0, String::new());
     for offset in 0..200 {
         p.ingest(record(offset)).unwrap();
     }
@@ -152,18 +181,117 @@ async fn a_partition_at_its_cap_stops_sealing_so_its_intent_stays_bounded() {
     // The partition is paused at its cap.
     let key: PartitionKey = (Arc::from("t"), 0);
     assert!(matches!(p.pause(), Pause::Partitions(set) if set.contains(&key)));
-    // The final seal takes the rest in one more segment: cap + 1, and the intent lists them.
+    // Not even the final seal goes past the cap: the rest stays open for the next owner.
     p.seal_all();
-    assert_eq!(p.undelivered(), MAX_UNDELIVERED_PER_PARTITION + 1);
-    let requests = p.pending_commits().unwrap();
-    let intent = &requests.last().unwrap().point;
+    assert_eq!(p.undelivered(), MAX_UNDELIVERED_PER_PARTITION);
+    let due = p.due();
+    let intent = &due.commits.last().unwrap().point;
     assert_eq!(intent.offset, 0);
-    let ends: Vec<&str> = intent
-        .metadata
-        .trim_start_matches("pail1:")
-        .split(',')
-        .collect();
-    assert_eq!(ends.len(), MAX_UNDELIVERED_PER_PARTITION + 1);
-    assert_eq!(ends.last(), Some(&"199"));
-    assert!(intent.metadata.len() < 4096);
+    assert_eq!(intent.intent.ends.len(), MAX_UNDELIVERED_PER_PARTITION);
+    assert!(intent.intent.encode().unwrap().len() < MAX_METADATA_BYTES);
+}
+
+#[tokio::test]
+async fn replay_over_the_memory_budget_does_not_make_other_partitions_seal_tiny_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = pipeline(dir.path(), 1000);
+    p.limits.max_buffer_bytes = 200;
+    // Partition 0 replays a recorded segment of 50 records (about 12 bytes each: over the
+    // budget); partition 1 is fresh.
+    assign(&mut p, 0, 0, format!("pail2:{}:49", lineage()));
+    assign(&mut p, 1, 0, String::new());
+    let mut one = record(0);
+    one.partition = 1;
+    p.ingest(one).unwrap();
+    for offset in 0..40 {
+        p.ingest(record(offset)).unwrap();
+    }
+    // Over the budget, but the largest open segment is the replay, which cannot be cut: no
+    // seal at all, and every other partition is paused until the replay reaches its end
+    // (pausing the replay too would stall: only reaching its end frees memory).
+    assert_eq!(p.undelivered(), 0);
+    let others = BTreeSet::from([(Arc::from("t"), 1)]);
+    assert_eq!(p.pause(), Pause::Partitions(others));
+    for offset in 40..50 {
+        p.ingest(record(offset)).unwrap();
+    }
+    assert_eq!(p.undelivered(), 1, "the replay sealed at its recorded end");
+}
+
+#[tokio::test]
+async fn sealed_segments_waiting_for_their_intent_count_against_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = pipeline(dir.path(), 10);
+    p.limits.max_buffer_bytes = 300;
+    assign(&mut p, 0, 0, String::new());
+    // 30 records of about 8 bytes, sealed every 10: nothing is open, but no intent is
+    // acknowledged (a slow coordinator), so all of it is still held.
+    for offset in 0..30 {
+        p.ingest(record(offset)).unwrap();
+    }
+    assert_eq!(p.undelivered(), 3);
+    assert_eq!(p.pause(), Pause::Partitions(BTreeSet::new()));
+    for offset in 30..40 {
+        p.ingest(record(offset)).unwrap();
+    }
+    assert_eq!(p.pause(), Pause::All, "held bytes reached the budget");
+    // The commits go out in one request; once acknowledged the segments upload and the
+    // memory is given back.
+    let due = p.due();
+    assert_eq!(due.commits.len(), 1);
+    p.commits_acknowledged(&due.commits);
+    settle(&mut p).await;
+    assert_eq!(p.pause(), Pause::Partitions(BTreeSet::new()));
+    assert_eq!(p.stats.rows_written, 40);
+}
+
+#[tokio::test]
+async fn a_segment_that_cannot_be_encoded_stops_only_its_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = pipeline(dir.path(), 1000);
+    assign(&mut p, 0, 0, String::new());
+    assign(&mut p, 1, 0, String::new());
+    for offset in 0..5 {
+        p.ingest(record(offset)).unwrap();
+        let mut other = record(offset);
+        other.partition = 1;
+        p.ingest(other).unwrap();
+    }
+    p.seal_all();
+    let due = p.due();
+    p.commits_acknowledged(&due.commits);
+    p.due();
+    // Both segments are being delivered; partition 0's encoder fails (as a panic in the
+    // blocking pool would surface), partition 1's succeeds.
+    let (mut stops, mut commits) = (Vec::new(), Vec::new());
+    while p.in_flight() > 0 {
+        let mut c = p.next_completion().await.unwrap();
+        let handoff = c.handoff.clone().unwrap();
+        if handoff.partition.1 == 0 {
+            c.result = Err(DeliveryError::Task("encoder panicked".into()));
+        }
+        p.on_completion(c).unwrap();
+        let due = p.due();
+        stops.extend(due.stops);
+        commits.extend(due.commits.iter().map(|c| (c.partition.1, c.point.offset)));
+        p.commits_acknowledged(&due.commits);
+    }
+    assert_eq!(stops.len(), 1, "{stops:?}");
+    assert_eq!(stops[0].partition, (Arc::from("t"), 0));
+    assert_eq!(stops[0].offset, 0, "nothing of it is committed");
+    assert!(matches!(stops[0].reason, StopReason::Undeliverable { .. }));
+    assert!(settle(&mut p).await.is_empty());
+    assert_eq!(
+        commits,
+        vec![(1, 5)],
+        "only partition 1 is committed past its segment"
+    );
+    let key: PartitionKey = (Arc::from("t"), 0);
+    assert!(
+        matches!(p.pause(), Pause::Partitions(set) if set.contains(&key)),
+        "paused"
+    );
+    // Its later records are left for whoever reads the partition next.
+    p.ingest(record(5)).unwrap();
+    assert_eq!(p.stats.records, 10);
 }

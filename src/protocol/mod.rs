@@ -532,12 +532,16 @@ impl<P: Ord + Clone + fmt::Debug> Protocol<P> {
         });
     }
 
-    /// Partitions at the cap of undelivered segments: the caller pauses them.
-    pub fn at_cap(&self) -> impl Iterator<Item = &P> {
+    /// The owned partitions.
+    pub fn partitions(&self) -> impl Iterator<Item = &P> {
+        self.partitions.keys()
+    }
+
+    /// Whether the partition is at the cap of undelivered segments: the caller pauses it.
+    pub fn at_cap(&self, partition: &P) -> bool {
         self.partitions
-            .iter()
-            .filter(|(_, s)| s.undelivered() >= MAX_UNDELIVERED_PER_PARTITION)
-            .map(|(p, _)| p)
+            .get(partition)
+            .is_some_and(|s| s.undelivered() >= MAX_UNDELIVERED_PER_PARTITION)
     }
 
     /// Whether the partition is stopped.

@@ -5,19 +5,39 @@ use std::time::Duration;
 
 use tokio::time::{Instant, MissedTickBehavior, interval, timeout_at};
 
-use super::{RunError, Stops};
+use super::{PartitionStop, RunError, Stops, fresh_lineage};
+use crate::config::FILE_TOPIC;
 use crate::config::{FileSettings, Settings};
 use crate::decode::DEFAULT_MAX_RECORD_BYTES;
-use crate::pipeline::{Pipeline, PipelineError, RunStats};
+use crate::pipeline::{Pipeline, RunStats};
+use crate::protocol::{Assignment, Committed, Token};
 use crate::source::file::FileSource;
 use crate::telemetry::Health;
 
-/// Applies the protocol's commits; with no offset store they all succeed.
-fn commit_all(pipeline: &mut Pipeline) -> Result<(), PipelineError> {
-    for request in pipeline.pending_commits()? {
-        pipeline.committed(request);
+/// Does what the protocol needs: with no offset store, every commit succeeds at once (and
+/// lets the uploads it records start). A stop ends the run: a file has no commit to resume
+/// from.
+fn commit_all(pipeline: &mut Pipeline) -> Result<(), RunError> {
+    loop {
+        let due = pipeline.due();
+        if !due.stops.is_empty() {
+            let stops = due
+                .stops
+                .into_iter()
+                .map(|s| PartitionStop::Protocol {
+                    topic: s.partition.0.to_string(),
+                    partition: s.partition.1,
+                    offset: s.offset,
+                    reason: s.reason,
+                })
+                .collect();
+            return Err(RunError::PartitionsStopped(stops));
+        }
+        if due.commits.is_empty() {
+            return Ok(());
+        }
+        pipeline.commits_acknowledged(&due.commits);
     }
-    Ok(())
 }
 
 pub(super) async fn run_file(
@@ -40,6 +60,23 @@ pub(super) async fn run_file(
         .max()
         .unwrap_or(DEFAULT_MAX_RECORD_BYTES);
     let mut reader = FileSource::open(source.path.as_deref(), max_record).await?;
+    // Every run of a file is a life of its own: its objects never take the names of an
+    // earlier run's, which held other lines (or the same ones, written again as asked).
+    let assignment = Assignment {
+        token: Token(1),
+        committed: Committed::Nothing,
+        log_start: 0,
+        log_end: i64::MAX,
+        fresh_lineage: fresh_lineage(),
+    };
+    if let Err(reason) = pipeline.assign(FILE_TOPIC, 0, assignment) {
+        return Err(RunError::PartitionsStopped(vec![PartitionStop::Protocol {
+            topic: FILE_TOPIC.into(),
+            partition: 0,
+            offset: 0,
+            reason,
+        }]));
+    }
     let mut tick = interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut deadline = None;

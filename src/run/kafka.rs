@@ -17,13 +17,14 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior, interval};
 
 use super::preflight::Preflight;
-use super::stopped::StoppedPartitions;
-use super::{MAX_COMMIT_FAILURES, RunError, RunOptions, Stops};
+use super::stopped::{PartitionStop, StoppedPartitions};
+use super::{MAX_COMMIT_FAILURES, RunError, RunOptions, Stops, fresh_lineage};
 use crate::config::{KafkaSettings, Settings};
-use crate::delivery::intent::RecoveryPlan;
-use crate::pipeline::{CommitRequest, Pause, Pipeline, RunStats};
+use crate::delivery::PartitionKey;
+use crate::pipeline::{Pause, Pipeline, RunStats, Stopped};
+use crate::protocol::{Assignment, Commit, Committed, Token};
 use crate::source::kafka::{
-    KafkaCommitter, KafkaEvent, KafkaSource, KafkaSourceError, TopicPartition,
+    KafkaCommitter, KafkaEvent, KafkaSource, KafkaSourceError, PartitionStart, TopicPartition,
 };
 use crate::source::reader::{
     ConsumeError, Fetched, PartitionReader, Read, ReadFailure, ReadFrom, read_ahead_budget,
@@ -58,31 +59,40 @@ impl Watermarks {
     }
 }
 
-type CommitResult = (CommitRequest, Result<(), KafkaSourceError>);
+type CommitBatch = Vec<Commit<PartitionKey>>;
+type CommitResult = (CommitBatch, Result<(), KafkaSourceError>);
 
 /// The commit task: where requests go, where results come back, and the task itself.
 type CommitTask = (
-    UnboundedSender<CommitRequest>,
+    UnboundedSender<CommitBatch>,
     UnboundedReceiver<CommitResult>,
     JoinHandle<()>,
 );
 
-/// Runs commits one after another (so a partition's commits land in order) off the loop.
+/// Runs commits off the loop, one request after another (so a partition's commits land in
+/// order), each request holding every partition the protocol had due. A commit of a partition
+/// revoked since it was requested is left out: the new owner replays from the last commit.
 fn spawn_committer(committer: KafkaCommitter) -> CommitTask {
-    let (req_tx, mut req_rx) = unbounded_channel::<CommitRequest>();
+    let (req_tx, mut req_rx) = unbounded_channel::<CommitBatch>();
     let (res_tx, res_rx) = unbounded_channel();
     let task = tokio::spawn(async move {
-        while let Some(request) = req_rx.recv().await {
-            let (topic, partition) = &request.partition;
-            let result = committer
-                .commit_owned(
-                    (topic.to_string(), *partition),
-                    request.epoch,
-                    request.point.offset,
-                    request.point.metadata.clone(),
-                )
-                .await;
-            if res_tx.send((request, result)).is_err() {
+        while let Some(batch) = req_rx.recv().await {
+            let owned: CommitBatch = batch
+                .into_iter()
+                .filter(|c| committer.owns(&(c.partition.0.to_string(), c.partition.1), c.token.0))
+                .collect();
+            let mut offsets = Vec::with_capacity(owned.len());
+            for c in &owned {
+                // The protocol only emits intents that encode within the limit.
+                let metadata = c.point.intent.encode().unwrap_or_default();
+                offsets.push((
+                    (c.partition.0.to_string(), c.partition.1),
+                    c.point.offset,
+                    metadata,
+                ));
+            }
+            let result = committer.commit(offsets).await;
+            if res_tx.send((owned, result)).is_err() {
                 break;
             }
         }
@@ -97,9 +107,7 @@ struct Loop<'a> {
     pipeline: Pipeline,
     marks: Watermarks,
     options: RunOptions,
-    /// The user chose `auto.offset.reset`, accepting a skip when the committed offset is gone.
-    explicit_reset: bool,
-    commits: UnboundedSender<CommitRequest>,
+    commits: UnboundedSender<CommitBatch>,
     commits_in_flight: usize,
     commit_failures: u32,
     /// The pause last applied to the consumer; `None` after an assignment change.
@@ -138,55 +146,14 @@ impl Loop<'_> {
                     .kafka
                     .partition_starts(partitions, Duration::from_secs(30))
                     .await?;
+                let mut fetch = Vec::with_capacity(starts.len());
                 for s in starts {
-                    let (topic, partition) = s.partition.clone();
-                    if let Some(committed) = s.committed
-                        && committed < s.low
-                        && !self.explicit_reset
-                    {
-                        return Err(RunError::OffsetOutOfRange {
-                            topic,
-                            partition,
-                            committed,
-                            low: s.low,
-                        });
-                    }
-                    tracing::info!(%topic, partition, committed = ?s.committed,
-                        intent = %s.metadata, start = s.start, log_start = s.low, log_end = s.high,
-                        "partition starting point");
-                    let plan = RecoveryPlan::new(s.committed, &s.metadata).map_err(|source| {
-                        RunError::Recovery {
-                            topic: topic.clone(),
-                            partition,
-                            source,
-                        }
-                    })?;
-                    let epoch = tokens.get(&s.partition).copied().unwrap_or_default();
-                    self.pipeline.assign(&topic, partition, plan, epoch);
-                    self.release(&s.partition).await;
-                    let from = ReadFrom {
-                        token: epoch,
-                        start: s.start,
-                        end: self.options.once.then_some(s.high),
-                    };
-                    let reader = self.kafka.read_partition(
-                        s.partition.clone(),
-                        from,
-                        self.budget.clone(),
-                        self.fetched.clone(),
-                    )?;
-                    let owned = Owned {
-                        token: epoch,
-                        reader,
-                        next: s.start,
-                    };
-                    self.readers.insert(s.partition.clone(), owned);
-                    if self.options.once {
-                        self.marks.end.insert(s.partition.clone(), s.high);
-                        self.marks.pending.insert(s.partition.clone());
-                        self.marks.reached(&s.partition, s.start);
-                    }
+                    let token = tokens.get(&s.partition).copied().unwrap_or_default();
+                    let partition = s.partition.clone();
+                    let from = self.take_partition(s, token).await?;
+                    fetch.push((partition, token, from));
                 }
+                self.kafka.start_fetching(&fetch)?;
                 // A new assignment starts unpaused: apply the pause again.
                 self.applied = None;
             }
@@ -212,6 +179,75 @@ impl Loop<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Starts owning one assigned partition: the protocol decides where reading starts (or
+    /// that it cannot: `None`), and its reader is made ready for it.
+    async fn take_partition(
+        &mut self,
+        s: PartitionStart,
+        token: u64,
+    ) -> Result<Option<i64>, RunError> {
+        let (topic, partition) = s.partition.clone();
+        tracing::info!(%topic, partition, committed = ?s.committed, log_start = s.low,
+            log_end = s.high, "partition starting point");
+        let committed = match s.committed {
+            Ok(None) => Committed::Nothing,
+            Ok(Some((offset, metadata))) => Committed::At { offset, metadata },
+            Err(e) => Committed::Unreadable(e),
+        };
+        let offset_if_stopped = match &committed {
+            Committed::At { offset, .. } => *offset,
+            _ => s.low,
+        };
+        let assignment = Assignment {
+            token: Token(token),
+            committed,
+            log_start: s.low,
+            log_end: s.high,
+            fresh_lineage: fresh_lineage(),
+        };
+        self.release(&s.partition).await;
+        let start = match self.pipeline.assign(&topic, partition, assignment) {
+            Ok(start) => start,
+            Err(reason) => {
+                self.stop(PartitionStop::Protocol {
+                    topic,
+                    partition,
+                    offset: offset_if_stopped,
+                    reason,
+                });
+                return Ok(None);
+            }
+        };
+        if start.reset {
+            tracing::warn!(%topic, partition, from = start.from, log_start = s.low,
+                log_end = s.high, "the committed offset is out of range and auto.offset.reset \
+                is set: records were skipped, as configured");
+        }
+        let from = ReadFrom {
+            token,
+            start: start.from,
+            end: self.options.once.then_some(s.high),
+        };
+        let reader = self.kafka.read_partition(
+            s.partition.clone(),
+            from,
+            self.budget.clone(),
+            self.fetched.clone(),
+        )?;
+        let owned = Owned {
+            token,
+            reader,
+            next: start.from,
+        };
+        self.readers.insert(s.partition.clone(), owned);
+        if self.options.once {
+            self.marks.end.insert(s.partition.clone(), s.high);
+            self.marks.pending.insert(s.partition.clone());
+            self.marks.reached(&s.partition, start.from);
+        }
+        Ok(Some(start.from))
     }
 
     /// Stops reading a partition (revoked, or assigned afresh) and forgets why it stopped.
@@ -261,7 +297,7 @@ impl Loop<'_> {
                     ..error
                 };
                 if !self.draining && !self.marks.past_end(&tp, error.offset) {
-                    self.stop_partition(error);
+                    self.stop(PartitionStop::Consume(error));
                 }
             }
         }
@@ -271,25 +307,30 @@ impl Loop<'_> {
         Ok(())
     }
 
-    /// A partition cannot be read further: deliver and commit what came before, read nothing
-    /// more of it, and say so. The other partitions go on; a long-running worker tries it
-    /// again later (see `stopped`).
-    fn stop_partition(&mut self, error: ConsumeError) {
-        if !self.stopped.stop(error.clone(), Instant::now().into_std()) {
+    /// Stops a partition: a consume error (what came before is sealed, delivered and
+    /// committed; a long-running worker tries it again later, see `stopped`) or the protocol
+    /// (it cannot go on safely). Nothing from its first undelivered offset on is committed; it
+    /// is paused, logged with its coordinates, counted and listed in the health endpoints. The
+    /// other partitions go on.
+    fn stop(&mut self, stop: PartitionStop) {
+        if !self.stopped.stop(stop.clone(), Instant::now().into_std()) {
             return;
         }
-        METRICS.consume_errors.inc();
-        tracing::error!(topic = %error.topic, partition = error.partition, offset = error.offset,
-            "{error}; the partition is stopped there: nothing from that offset on is delivered \
+        let (topic, partition) = stop.partition();
+        let offset = stop.offset();
+        match &stop {
+            PartitionStop::Consume(_) => {
+                METRICS.consume_errors.inc();
+                self.pipeline.seal_partition(&topic, partition);
+            }
+            PartitionStop::Protocol { .. } => METRICS.protocol_stops.inc(),
+        }
+        tracing::error!(%topic, partition, offset,
+            "{stop}; the partition is stopped there: nothing from that offset on is delivered \
              or committed");
-        self.pipeline.seal_partition(&error.topic, error.partition);
-        self.health.partition_stopped(
-            &error.topic,
-            error.partition,
-            error.offset,
-            error.to_string(),
-        );
-        self.marks.pending.remove(&(error.topic, error.partition));
+        self.health
+            .partition_stopped(&topic, partition, offset, stop.to_string());
+        self.marks.pending.remove(&(topic, partition));
     }
 
     /// Tries the stopped partitions whose backoff is over again, each from its first
@@ -330,36 +371,42 @@ impl Loop<'_> {
         Ok(())
     }
 
-    /// Hands every commit the protocol needs now to the commit task.
-    fn send_commits(&mut self) -> Result<(), RunError> {
-        for request in self.pipeline.pending_commits()? {
-            if self.commits.send(request).is_ok() {
-                self.commits_in_flight += 1;
-            }
+    /// Does what the protocol needs now: stops, and one request with every commit due.
+    fn apply_due(&mut self) {
+        let due = self.pipeline.due();
+        for Stopped {
+            partition,
+            offset,
+            reason,
+        } in due.stops
+        {
+            self.stop(PartitionStop::Protocol {
+                topic: partition.0.to_string(),
+                partition: partition.1,
+                offset,
+                reason,
+            });
         }
-        Ok(())
+        if !due.commits.is_empty() && self.commits.send(due.commits).is_ok() {
+            self.commits_in_flight += 1;
+        }
     }
 
-    fn on_commit(&mut self, (request, result): CommitResult) -> Result<(), RunError> {
+    fn on_commit(&mut self, (batch, result): CommitResult) -> Result<(), RunError> {
         self.commits_in_flight = self.commits_in_flight.saturating_sub(1);
         match result {
             Ok(()) => {
-                METRICS.commits.inc();
+                METRICS.commits.add(batch.len() as u64);
                 self.commit_failures = 0;
-                self.pipeline.committed(request);
-            }
-            Err(KafkaSourceError::NotOwned { .. }) => {
-                // Revoked after the request was queued: the new owner replays from the last
-                // commit; nothing to retry (the pipeline already dropped that epoch).
-                tracing::debug!(partition = ?request.partition, offset = request.point.offset,
-                    "commit dropped: the partition was revoked since it was requested");
+                self.pipeline.commits_acknowledged(&batch);
             }
             Err(e) => {
                 METRICS.commit_failures.inc();
                 self.commit_failures += 1;
-                tracing::warn!(error = %e, partition = ?request.partition, offset = request.point.offset,
+                let partitions: Vec<_> = batch.iter().map(|c| &c.partition).collect();
+                tracing::warn!(error = %e, ?partitions,
                     "offset commit failed; its segments wait and the commit is retried");
-                self.pipeline.commit_failed(&request);
+                self.pipeline.commits_failed(&batch);
                 if self.options.once && self.commit_failures >= MAX_COMMIT_FAILURES {
                     return Err(RunError::Commit(e.to_string()));
                 }
@@ -407,8 +454,11 @@ impl Loop<'_> {
         self.pipeline.seal_all();
     }
 
+    /// Draining, and every sealed segment is durable and its commit acknowledged; records
+    /// left open (a replay short of its recorded end, a partition at the cap) are read again
+    /// by the next owner.
     fn drained(&self) -> bool {
-        self.draining && self.pipeline.undelivered() == 0 && self.commits_in_flight == 0
+        self.draining && self.commits_in_flight == 0 && self.pipeline.settled()
     }
 }
 
@@ -455,7 +505,6 @@ pub(super) async fn run_kafka(
         pipeline,
         marks: Watermarks::default(),
         options,
-        explicit_reset: source.properties.0.contains_key("auto.offset.reset"),
         commits,
         commits_in_flight: 0,
         commit_failures: 0,
@@ -494,7 +543,7 @@ pub(super) async fn run_kafka(
                     state.pipeline.on_completion(c)?;
                 }
                 _ = tick.tick() => {
-                    state.pipeline.retry_failed_commits();
+                    state.pipeline.tick();
                     state.pipeline.publish_gauges();
                     if let Some(d) = deadline && Instant::now() >= d {
                         uploads_stop.cancel();
@@ -546,7 +595,12 @@ pub(super) async fn run_kafka(
                 Some(f) = reads.recv() => state.on_fetched(f)?,
             }
             health.beat();
-            state.send_commits()?;
+            if state.draining {
+                // Segments that could not be sealed at the drain's start (a partition at the
+                // cap) may be now.
+                state.pipeline.seal_all();
+            }
+            state.apply_due();
             state.update_pause();
             if state.drained() {
                 return Ok(());

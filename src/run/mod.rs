@@ -6,18 +6,19 @@ mod kafka;
 mod preflight;
 mod stopped;
 
+pub use stopped::PartitionStop;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Settings, SourceSettings};
-use crate::delivery::intent::IntentError;
 use crate::delivery::{Delivery, RetryPolicy, Target};
 use crate::pipeline::{Destination, Limits, Pipeline, PipelineError, RunStats};
+use crate::protocol::{Lineage, Settings as ProtocolSettings};
 use crate::source::file::FileSourceError;
 use crate::source::kafka::KafkaSourceError;
-use crate::source::reader::ConsumeError;
 use crate::store::{StoreError, build_store, key_prefix};
 use crate::telemetry::{DestinationHealth, Health, ServeError};
 
@@ -46,26 +47,9 @@ pub enum RunError {
     KafkaClient(String),
     #[error("destination {destination:?}: connection test failed at start-up: {error}")]
     Preflight { destination: String, error: String },
-    #[error("topic {topic} partition {partition}: {source}")]
-    Recovery {
-        topic: String,
-        partition: i32,
-        source: IntentError,
-    },
-    #[error(
-        "topic {topic} partition {partition}: the committed offset {committed} is no longer in the log \
-         (earliest is {low}): records were deleted by retention before pail delivered them. Reset the \
-         group's offset deliberately, or set auto.offset.reset in [source.properties] to accept the loss"
-    )]
-    OffsetOutOfRange {
-        topic: String,
-        partition: i32,
-        committed: i64,
-        low: i64,
-    },
-    /// Partitions stopped on a consume error, each at its first undelivered offset.
+    /// Partitions stopped, each at its first undelivered offset.
     #[error("{}", partitions_stopped(.0))]
-    PartitionsStopped(Vec<ConsumeError>),
+    PartitionsStopped(Vec<PartitionStop>),
     #[error("offset commits keep failing ({0}); stopping so the records are consumed again")]
     Commit(String),
     #[error(
@@ -78,16 +62,15 @@ pub enum RunError {
     ShutdownTimeout(Duration, usize),
 }
 
-fn partitions_stopped(errors: &[ConsumeError]) -> String {
+fn partitions_stopped(errors: &[PartitionStop]) -> String {
     let mut text = format!(
-        "{} partition(s) stopped on a Kafka consume error; every other partition was delivered \
-         and committed:",
+        "{} partition(s) stopped; every other partition was delivered and committed:",
         errors.len()
     );
     for e in errors {
         text.push_str(&format!(
             "\n  {e}; nothing from offset {} on was delivered or committed",
-            e.offset
+            e.offset()
         ));
     }
     text.push_str(
@@ -97,6 +80,14 @@ fn partitions_stopped(errors: &[ConsumeError]) -> String {
          (kafka-consumer-groups --reset-offsets --to-offset)",
     );
     text
+}
+
+/// A lineage for a partition's offsets that begin a new life now (see [`Lineage`]).
+fn fresh_lineage() -> Lineage {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Lineage::new(seconds, fastrand::u16(..))
 }
 
 /// How a run is stopped: `shutdown` ends consumption (a signal); `uploads` ends uploads,
@@ -182,7 +173,20 @@ pub async fn run(
         ),
         SourceSettings::Kafka(_) => None,
     };
-    let pipeline = Pipeline::new(destinations, delivery, limits, file_name);
+    let protocol = match &settings.source {
+        SourceSettings::Kafka(k) => {
+            let (accept_reset, start_at_end) = crate::source::kafka::offset_reset(k);
+            ProtocolSettings {
+                accept_reset,
+                start_at_end,
+            }
+        }
+        SourceSettings::File(_) => ProtocolSettings {
+            accept_reset: false,
+            start_at_end: false,
+        },
+    };
+    let pipeline = Pipeline::new(destinations, delivery, limits, protocol, file_name);
     let _stop_uploads_on_exit = uploads_stop.clone().drop_guard();
     let result = match &settings.source {
         SourceSettings::File(f) => {

@@ -1,4 +1,6 @@
-//! Partitions stopped on a consume error, and when a long-running worker tries each again.
+//! Stopped partitions: on a consume error, tried again by a long-running worker; on a
+//! protocol stop (an offset out of range, a commit that cannot be read, a segment that cannot
+//! be delivered), kept stopped until the partition is assigned again.
 //!
 //! A stopped partition is paused: nothing after its first unread offset is taken, so nothing
 //! past it is committed. Many consume errors pass (a broker error, a topic permission granted
@@ -10,15 +12,54 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::protocol::StopReason;
 use crate::source::kafka::TopicPartition;
 use crate::source::reader::ConsumeError;
+
+/// Why a partition is stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PartitionStop {
+    /// Reading failed; tried again by a long-running worker.
+    #[error(transparent)]
+    Consume(ConsumeError),
+    /// The delivery protocol cannot go on safely; never tried again without an operator
+    /// (or a new assignment).
+    #[error("topic {topic} partition {partition}: {reason}")]
+    Protocol {
+        topic: String,
+        partition: i32,
+        /// The first offset not delivered.
+        offset: i64,
+        reason: StopReason,
+    },
+}
+
+impl PartitionStop {
+    /// The stopped partition.
+    pub fn partition(&self) -> TopicPartition {
+        match self {
+            Self::Consume(e) => (e.topic.clone(), e.partition),
+            Self::Protocol {
+                topic, partition, ..
+            } => (topic.clone(), *partition),
+        }
+    }
+
+    /// The first offset not delivered: nothing from there on is committed.
+    pub fn offset(&self) -> i64 {
+        match self {
+            Self::Consume(e) => e.offset,
+            Self::Protocol { offset, .. } => *offset,
+        }
+    }
+}
 
 /// The first wait before a stopped partition is tried again.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 struct Stop {
-    error: ConsumeError,
+    error: PartitionStop,
     /// When to try again; never in a `--once` run.
     retry_at: Option<Instant>,
     /// The wait after the next failure.
@@ -47,9 +88,12 @@ impl StoppedPartitions {
     /// Records a failure of `error`'s partition at `now`. False when it changes nothing the
     /// caller must act on: the partition was already stopped and not being tried again (a
     /// second report of the same stop).
-    pub(super) fn stop(&mut self, error: ConsumeError, now: Instant) -> bool {
-        let tp = (error.topic.clone(), error.partition);
-        let max = self.max_backoff;
+    pub(super) fn stop(&mut self, error: PartitionStop, now: Instant) -> bool {
+        let tp = error.partition();
+        let max = match error {
+            PartitionStop::Consume(_) => self.max_backoff,
+            PartitionStop::Protocol { .. } => None,
+        };
         match self.stops.get_mut(&tp) {
             Some(stop) if !stop.retrying => false,
             Some(stop) => {
@@ -85,7 +129,7 @@ impl StoppedPartitions {
                 // Tried again later too if this attempt neither fails nor reads (a seek that
                 // did not go through).
                 stop.retry_at = Some(now + stop.backoff);
-                due.push((tp.clone(), stop.error.offset));
+                due.push((tp.clone(), stop.error.offset()));
             }
         }
         due
@@ -120,7 +164,7 @@ impl StoppedPartitions {
     }
 
     /// The last error of every partition still stopped.
-    pub(super) fn into_errors(self) -> Vec<ConsumeError> {
+    pub(super) fn into_errors(self) -> Vec<PartitionStop> {
         self.stops.into_values().map(|s| s.error).collect()
     }
 }
@@ -131,13 +175,13 @@ mod tests {
     use crate::source::reader::ReadFailure;
     use rdkafka::types::RDKafkaErrorCode;
 
-    fn error(partition: i32, offset: i64) -> ConsumeError {
-        ConsumeError {
+    fn error(partition: i32, offset: i64) -> PartitionStop {
+        PartitionStop::Consume(ConsumeError {
             topic: "t".into(),
             partition,
             offset,
             cause: ReadFailure::Kafka(RDKafkaErrorCode::BadCompression),
-        }
+        })
     }
 
     fn tp(partition: i32) -> TopicPartition {
@@ -187,6 +231,25 @@ mod tests {
             "not being tried: a stray record ends nothing"
         );
         assert_eq!(s.into_errors(), vec![error(0, 40), error(1, 25)]);
+    }
+
+    #[test]
+    fn a_protocol_stop_is_never_tried_again() {
+        let t0 = Instant::now();
+        let mut s = StoppedPartitions::new(Some(Duration::from_secs(5)));
+        let stop = PartitionStop::Protocol {
+            topic: "t".into(),
+            partition: 0,
+            offset: 100,
+            reason: StopReason::BelowLogStart {
+                committed: 100,
+                log_start: 900,
+            },
+        };
+        assert!(s.stop(stop.clone(), t0));
+        assert!(s.due(t0 + Duration::from_secs(3600)).is_empty());
+        assert_eq!(s.paused().count(), 1);
+        assert_eq!(s.into_errors(), vec![stop]);
     }
 
     #[test]

@@ -13,10 +13,11 @@ use std::time::Duration;
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
 };
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::Semaphore;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
@@ -58,8 +59,6 @@ pub enum KafkaSourceError {
     },
     #[error("Kafka background task failed: {0}")]
     Task(String),
-    #[error("not committed: topic {topic:?} partition {partition} was revoked since")]
-    NotOwned { topic: String, partition: i32 },
     /// librdkafka could not give an assigned partition its own queue (see `reader`).
     #[error("topic {topic:?} partition {partition}: librdkafka has no queue for it")]
     PartitionQueue { topic: String, partition: i32 },
@@ -135,33 +134,51 @@ fn detach_fetch_queues(consumer: &BaseConsumer<PailContext>, tpl: &TopicPartitio
 }
 
 impl ConsumerContext for PailContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Revoke(tpl) => {
-                let revoked = list(tpl);
-                self.ownership.revoke(&revoked);
-                let _ = self.events.send(KafkaEvent::Revoked(revoked));
-            }
-            Rebalance::Assign(tpl) => detach_fetch_queues(consumer, tpl),
-            Rebalance::Error(_) => {}
-        }
-    }
-
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(tpl) => {
+    /// An assignment is not applied here: the partitions' queues are detached, the event goes
+    /// to the run loop, and librdkafka waits until the run loop has read their commits and
+    /// calls [`KafkaSource::start_fetching`] with an explicit offset for each (librdkafka
+    /// allows the assign call to come later, outside the callback). So where a partition
+    /// starts is always pail's choice, and librdkafka's `auto.offset.reset` only ever decides
+    /// what happens when a fetch position falls out of the log — an error, by default.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                detach_fetch_queues(consumer, tpl);
                 let owned = self.ownership.assign(list(tpl));
                 let _ = self.events.send(KafkaEvent::Assigned(owned));
             }
-            Rebalance::Revoke(_) => {}
-            Rebalance::Error(e) => {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let revoked = list(tpl);
+                self.ownership.revoke(&revoked);
+                let _ = self.events.send(KafkaEvent::Revoked(revoked));
+                unassign(consumer, tpl);
+            }
+            other => {
+                let code: RDKafkaErrorCode = other.into();
                 let _ = self.events.send(KafkaEvent::Error {
-                    message: format!("rebalance failed: {e}"),
+                    message: format!("rebalance failed: {code}"),
                     fatal: false,
                     all_brokers_down: false,
                 });
+                unassign(consumer, tpl);
             }
         }
+    }
+}
+
+/// Gives up `tpl` (cooperative) or everything (eager), as the rebalance protocol requires.
+fn unassign(consumer: &BaseConsumer<PailContext>, tpl: &TopicPartitionList) {
+    let result = match consumer.rebalance_protocol() {
+        RebalanceProtocol::Cooperative => consumer.incremental_unassign(tpl),
+        _ => consumer.unassign(),
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "cannot give up revoked partitions");
     }
 }
 
@@ -173,24 +190,11 @@ pub struct KafkaCommitter {
 }
 
 impl KafkaCommitter {
-    /// Commits one partition's offset with its metadata synchronously, if the partition is
-    /// still owned under `token`; returns when the group coordinator has it. The broker fences
-    /// commits by group generation only, so a commit from an earlier ownership of the
-    /// partition, landing after a rebalance, would be accepted: it is refused here instead.
-    pub async fn commit_owned(
-        &self,
-        tp: TopicPartition,
-        token: u64,
-        offset: i64,
-        metadata: String,
-    ) -> Result<(), KafkaSourceError> {
-        if !self.ownership.is_current(&tp, token) {
-            return Err(KafkaSourceError::NotOwned {
-                topic: tp.0,
-                partition: tp.1,
-            });
-        }
-        self.commit(vec![(tp, offset, metadata)]).await
+    /// Whether `tp` is still owned under `token`. The broker fences commits by group
+    /// generation only, so a commit from an earlier ownership of the partition, landing after
+    /// a rebalance, would be accepted: the commit task leaves such commits out instead.
+    pub fn owns(&self, tp: &TopicPartition, token: u64) -> bool {
+        self.ownership.is_current(tp, token)
     }
 
     /// Commits offsets with their metadata synchronously; returns when the group coordinator
@@ -227,14 +231,25 @@ impl KafkaCommitter {
 #[derive(Debug, Clone)]
 pub struct PartitionStart {
     pub partition: TopicPartition,
-    /// The group's committed offset, if any.
-    pub committed: Option<i64>,
-    /// The commit's metadata (pail's delivery intent).
-    pub metadata: String,
-    /// Where consumption starts: the commit, else per `auto.offset.reset`.
-    pub start: i64,
+    /// The group's commit (offset and metadata, pail's delivery intent), if any; or why it
+    /// cannot be known.
+    pub committed: Result<Option<(i64, String)>, String>,
+    /// The log's first offset and the offset after its last.
     pub low: i64,
     pub high: i64,
+}
+
+/// How the user's `auto.offset.reset` bears on the delivery protocol: whether it was set at
+/// all (accepting a jump when the commit is out of range) and whether it points at the end.
+pub fn offset_reset(settings: &KafkaSettings) -> (bool, bool) {
+    let reset = settings.properties.0.get("auto.offset.reset");
+    (
+        reset.is_some(),
+        matches!(
+            reset.map(String::as_str),
+            Some("latest" | "largest" | "end")
+        ),
+    )
 }
 
 /// A subscribed consumer plus the channel of its events.
@@ -246,19 +261,23 @@ pub struct KafkaSource {
     topics: Vec<String>,
     /// Shared topic names, so records of one topic share one allocation.
     topic_names: Vec<Arc<str>>,
-    /// `auto.offset.reset` points at the end: a partition without a commit starts at its end.
-    starts_at_end: bool,
 }
 
 /// The librdkafka configuration pail runs with: the user's properties over pail's defaults,
 /// except the settings the delivery protocol depends on.
 pub fn client_config(settings: &KafkaSettings) -> ClientConfig {
     let mut defaults = BTreeMap::from([
-        ("auto.offset.reset", "earliest"),
+        // A commit out of range (retention deleted records pail had not read, a truncated log)
+        // is an error that stops the partition, not a silent jump; pail seeks partitions with
+        // no commit to their start itself. Setting it in [source.properties] accepts the jump.
+        ("auto.offset.reset", "error"),
         // As the Java consumer does: a batch damaged on its way is a consume error that stops
         // its partition (see `reader`), not records read wrong.
         ("check.crcs", "true"),
         ("client.id", "pail"),
+        // Partitions that stay with a member across a rebalance keep their open segments;
+        // with the eager protocol every rebalance would drop every buffer and read it again.
+        ("partition.assignment.strategy", "cooperative-sticky"),
         // Every partition has its own queue (see `reader`), and librdkafka's prefetch limits
         // then apply per partition: its defaults (64 MiB, 100k messages) would let a worker
         // with 64 partitions prefetch 4 GiB.
@@ -327,14 +346,6 @@ impl KafkaSource {
                 .iter()
                 .map(|t| Arc::from(t.as_str()))
                 .collect(),
-            starts_at_end: matches!(
-                settings
-                    .properties
-                    .0
-                    .get("auto.offset.reset")
-                    .map(String::as_str),
-                Some("latest" | "largest" | "end")
-            ),
         };
         Ok((source, rx))
     }
@@ -437,44 +448,44 @@ impl KafkaSource {
         })
     }
 
-    /// For each partition: its committed offset and intent metadata, where consumption
-    /// starts, and the watermarks now.
+    /// For each partition: its commit (offset and intent metadata) and the watermarks now.
+    /// Whatever fails — the whole request or one partition's answer in it — is that
+    /// partition's error, never "no commit": reading that as a fresh start would drop a
+    /// recorded intent.
     pub async fn partition_starts(
         &self,
         partitions: Vec<TopicPartition>,
         timeout: Duration,
     ) -> Result<Vec<PartitionStart>, KafkaSourceError> {
         let consumer = self.consumer.clone();
-        let latest = self.starts_at_end;
         tokio::task::spawn_blocking(move || {
-            let call = |op| move |source| KafkaSourceError::Call { op, source };
             let mut tpl = TopicPartitionList::new();
             for (t, p) in &partitions {
                 tpl.add_partition(t, *p);
             }
-            let committed = consumer
-                .committed_offsets(tpl, timeout)
-                .map_err(call("committed offsets"))?;
+            let committed = consumer.committed_offsets(tpl, timeout);
             let mut out = Vec::with_capacity(partitions.len());
             for (t, p) in partitions {
-                let (low, high) = consumer
-                    .fetch_watermarks(&t, p, timeout)
-                    .map_err(call("fetch watermarks"))?;
-                let elem = committed.find_partition(&t, p);
-                let offset = match elem.as_ref().map(|e| e.offset()) {
-                    Some(Offset::Offset(o)) => Some(o),
-                    _ => None,
+                let commit = match &committed {
+                    Err(e) => Err(format!("fetching committed offsets: {e}")),
+                    Ok(list) => match list.find_partition(&t, p) {
+                        None => Err("the committed-offsets answer left the partition out".into()),
+                        Some(elem) => match (elem.error(), elem.offset()) {
+                            (Err(e), _) => Err(format!("committed-offsets answer: {e}")),
+                            (Ok(()), Offset::Offset(o)) => {
+                                Ok(Some((o, elem.metadata().to_string())))
+                            }
+                            (Ok(()), _) => Ok(None),
+                        },
+                    },
                 };
-                let metadata = elem
-                    .as_ref()
-                    .map(|e| e.metadata().to_string())
-                    .unwrap_or_default();
-                let start = offset.unwrap_or(if latest { high } else { low });
+                let (commit, low, high) = match consumer.fetch_watermarks(&t, p, timeout) {
+                    Ok((low, high)) => (commit, low, high),
+                    Err(e) => (Err(format!("fetching watermarks: {e}")), 0, 0),
+                };
                 out.push(PartitionStart {
                     partition: (t, p),
-                    committed: offset,
-                    metadata,
-                    start,
+                    committed: commit,
                     low,
                     high,
                 });
@@ -484,6 +495,39 @@ impl KafkaSource {
         })
         .await
         .map_err(|e| KafkaSourceError::Task(e.to_string()))?
+    }
+
+    /// Starts fetching newly assigned partitions, each from its offset (`None`: the log's
+    /// end, for a partition that is stopped and must not be read). A partition revoked since
+    /// is left out: the rebalance callbacks run inside this consumer's poll, on the run loop's
+    /// task, so ownership cannot change between the check and the call.
+    pub fn start_fetching(
+        &self,
+        partitions: &[(TopicPartition, u64, Option<i64>)],
+    ) -> Result<(), KafkaSourceError> {
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), token, offset) in partitions {
+            if !self.ownership.is_current(&(t.clone(), *p), *token) {
+                continue;
+            }
+            let offset = offset.map_or(Offset::End, Offset::Offset);
+            tpl.add_partition_offset(t, *p, offset)
+                .map_err(|source| KafkaSourceError::Call {
+                    op: "assign",
+                    source,
+                })?;
+        }
+        // Called even with nothing left to assign: librdkafka waits for the call to finish the
+        // rebalance (a cooperative one takes a second round once it is made).
+        let result = match self.consumer.rebalance_protocol() {
+            RebalanceProtocol::Cooperative => self.consumer.incremental_assign(&tpl),
+            // Eager: every assignment is whole (the previous one was revoked entirely).
+            _ => self.consumer.assign(&tpl),
+        };
+        result.map_err(|source| KafkaSourceError::Call {
+            op: "assign",
+            source,
+        })
     }
 
     /// Replaces the subscription with `topics` (a destination passed its connection test).

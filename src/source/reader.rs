@@ -68,6 +68,14 @@ pub enum ReadFailure {
         /// The offset of the record before it.
         previous: i64,
     },
+    /// The offset to read is not in the log: retention deleted records pail had not read, or
+    /// the log was truncated below it. librdkafka runs with `auto.offset.reset=error`, so this
+    /// stops the partition instead of a silent jump to the log's start or end.
+    #[error(
+        "the offset to read is no longer in the log (retention deleted records pail had not \
+         read, or the log was truncated); nothing was skipped"
+    )]
+    OutOfRange,
     /// A record of an owned partition arrived on the consumer's main queue instead of the
     /// partition's own, possibly out of order with it.
     #[error("a record arrived outside its partition's queue (a pail bug; please report it)")]
@@ -200,10 +208,12 @@ impl Reader {
                     }
                     // Only with `enable.partition.eof`, which the user may set: not an error.
                     Err(KafkaError::PartitionEOF(_)) => continue,
-                    Err(e) => {
-                        let code = e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
-                        self.failed(ReadFailure::Kafka(code))
-                    }
+                    Err(e) => match e.rdkafka_error_code() {
+                        Some(RDKafkaErrorCode::AutoOffsetReset) => {
+                            self.failed(ReadFailure::OutOfRange)
+                        }
+                        code => self.failed(ReadFailure::Kafka(code.unwrap_or(RDKafkaErrorCode::Fail))),
+                    },
                 },
                 _ = idle.tick(), if self.end.is_some_and(|end| self.next < end) => {
                     match self.position() {

@@ -54,9 +54,10 @@ impl LocalStore {
         let path = self.path_of(key, "PUT")?;
         let io = |e: std::io::Error| {
             let class = match e.kind() {
-                ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => {
-                    ErrorClass::Permanent
-                }
+                // A name the file system cannot hold never will (a component over 255 bytes).
+                ErrorKind::PermissionDenied
+                | ErrorKind::ReadOnlyFilesystem
+                | ErrorKind::InvalidFilename => ErrorClass::Permanent,
                 _ => ErrorClass::Transient,
             };
             self.error("PUT", key, class, e.to_string())

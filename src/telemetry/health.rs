@@ -31,6 +31,8 @@ pub struct DestinationHealth {
     name: String,
     failing: AtomicBool,
     failure: Mutex<Option<Failure>>,
+    /// The one upload a failing destination may attempt at a time.
+    probe: tokio::sync::Semaphore,
     pub objects_created: Counter,
     pub objects_existing: Counter,
     pub bytes_uploaded: Counter,
@@ -45,6 +47,7 @@ impl DestinationHealth {
             name: name.to_string(),
             failing: AtomicBool::new(false),
             failure: Mutex::new(None),
+            probe: tokio::sync::Semaphore::new(1),
             objects_created: Counter::new(),
             objects_existing: Counter::new(),
             bytes_uploaded: Counter::new(),
@@ -56,6 +59,12 @@ impl DestinationHealth {
     /// The destination's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// While failing, every upload attempt holds this single permit as well: a failing
+    /// destination probes with one upload at a time.
+    pub fn probe(&self) -> &tokio::sync::Semaphore {
+        &self.probe
     }
 
     /// The store refused an upload in a way only a human can fix.
@@ -158,7 +167,7 @@ pub struct HealthReport {
     pub status: &'static str,
     /// The run loop turned within the last minute.
     pub live: bool,
-    /// Every destination accepts uploads.
+    /// Every destination accepts uploads and no partition is stopped.
     pub ready: bool,
     pub destinations: Vec<DestinationReport>,
     /// Partitions stopped on a consume error, until they are revoked (a restart or a
@@ -253,14 +262,13 @@ impl Health {
                 }
             })
             .collect();
-        let ready = destinations.iter().all(|d| d.failure.is_none());
+        // A stopped partition delivers nothing until someone acts (or its retry passes): not
+        // ready, so that the orchestrator's readiness alerting sees it.
         let stopped_partitions = self.stopped_partitions();
+        let ready =
+            destinations.iter().all(|d| d.failure.is_none()) && stopped_partitions.is_empty();
         HealthReport {
-            status: if ready && stopped_partitions.is_empty() {
-                "ok"
-            } else {
-                "degraded"
-            },
+            status: if ready { "ok" } else { "degraded" },
             live: since_beat < STALL_AFTER,
             ready,
             destinations,

@@ -71,6 +71,7 @@ pub struct Metrics {
     pub credential_refreshes: Counter,
     pub credential_refresh_failures: Counter,
     pub consume_errors: Counter,
+    pub protocol_stops: Counter,
     pub partitions_assigned: Gauge,
     pub partitions_paused: Gauge,
     pub segments_in_flight: Gauge,
@@ -93,6 +94,7 @@ pub static METRICS: Metrics = Metrics {
     credential_refreshes: Counter::new(),
     credential_refresh_failures: Counter::new(),
     consume_errors: Counter::new(),
+    protocol_stops: Counter::new(),
     partitions_assigned: Gauge::new(),
     partitions_paused: Gauge::new(),
     segments_in_flight: Gauge::new(),
@@ -110,7 +112,7 @@ pub(super) fn family(out: &mut String, name: &str, kind: &str, help: &str, value
 impl Metrics {
     /// The process-wide figures in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
-        let counters: [(&str, &str, &Counter); 14] = [
+        let counters: [(&str, &str, &Counter); 15] = [
             (
                 "pail_records_consumed_total",
                 "Records taken from the source.",
@@ -180,6 +182,12 @@ impl Metrics {
                 "pail_consume_errors_total",
                 "Kafka consume errors that stopped a partition (see pail_partitions_stopped).",
                 &self.consume_errors,
+            ),
+            (
+                "pail_protocol_stops_total",
+                "Partitions the delivery protocol stopped: a committed offset out of range or \
+                 unreadable, offsets that went back, a segment that cannot be delivered.",
+                &self.protocol_stops,
             ),
         ];
         for (name, help, c) in counters {

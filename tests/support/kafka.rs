@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// A mock cluster with a producer attached.
 pub struct MockKafka {
@@ -38,6 +39,78 @@ impl MockKafka {
 
     pub fn brokers(&self) -> String {
         self.cluster.bootstrap_servers()
+    }
+
+    /// The group's committed offset and its metadata for each partition of `topic`.
+    pub fn commits(&self, group: &str, topic: &str, partitions: i32) -> Vec<Option<(i64, String)>> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.brokers())
+            .set("group.id", group)
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(topic, p);
+        }
+        let answer = consumer
+            .committed_offsets(tpl, Duration::from_secs(30))
+            .unwrap();
+        let commits = (0..partitions)
+            .map(|p| {
+                let elem = answer.find_partition(topic, p)?;
+                match elem.offset() {
+                    Offset::Offset(o) => Some((o, elem.metadata().to_string())),
+                    _ => None,
+                }
+            })
+            .collect();
+        // A partition list alive while its consumer is dropped hangs librdkafka's destroy.
+        drop(answer);
+        commits
+    }
+
+    /// The group's committed offset of each partition of `topic`, as a new member reads them.
+    pub fn committed(&self, group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
+        self.commits(group, topic, partitions)
+            .into_iter()
+            .map(|c| c.map(|(offset, _)| offset))
+            .collect()
+    }
+
+    /// The log start and end offsets of a partition now.
+    pub fn watermarks(&self, topic: &str, partition: i32) -> (i64, i64) {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.brokers())
+            .create()
+            .unwrap();
+        consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(30))
+            .unwrap()
+    }
+
+    /// Commits `offset` with no metadata for `group`, as `kafka-consumer-groups
+    /// --reset-offsets` does; as a member of the group, since the mock broker takes commits
+    /// only from members.
+    pub fn reset_offset(&self, group: &str, topic: &str, partition: i32, offset: i64) {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.brokers())
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("session.timeout.ms", "6000")
+            .create()
+            .unwrap();
+        consumer.subscribe(&[topic]).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while consumer.assignment().unwrap().count() == 0 {
+            assert!(std::time::Instant::now() < deadline, "never assigned");
+            let _ = consumer.poll(Duration::from_millis(100));
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+            .unwrap();
+        consumer.commit(&tpl, CommitMode::Sync).unwrap();
+        drop(tpl);
+        consumer.unsubscribe();
     }
 
     /// Produces `payloads` to `topic`, round-robin over `partitions`, one second apart from

@@ -79,3 +79,16 @@ pub fn dead_letters(dir: &Path) -> Vec<Value> {
         })
         .collect()
 }
+
+/// The `id` of every row of every Parquet object under `dir`, with how often it appears.
+pub fn ids(dir: &Path) -> std::collections::HashMap<String, usize> {
+    let mut seen = std::collections::HashMap::new();
+    for (_, rows) in all_parquet(dir) {
+        for row in rows {
+            *seen
+                .entry(row["id"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+    }
+    seen
+}
