@@ -3,6 +3,8 @@
 //! - A topic recreated (here: the pipeline moved to a new cluster, which leaves the group no
 //!   commit, as deleting a topic does), offsets reset with a tool, a file delivered again: the
 //!   new events are written under a new lineage, never taken for "already delivered".
+//! - A commit that is not pail's intent, or committed offsets that cannot be read: only those
+//!   partitions stop (a failed lookup is tried again by a long-running worker).
 //! - A commit the broker's retention passed (the mock cluster keeps 5 MB per partition), before
 //!   a run or while a partition waits for its destination: that partition stops loudly at its
 //!   first undelivered offset; nothing past the gap is committed; the others are delivered.
@@ -14,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use serde_json::Value;
 use support::http::{endpoint_address, eventually, get};
 use support::kafka::{MockKafka, Produce};
@@ -382,4 +385,89 @@ async fn a_paused_partition_whose_records_retention_deleted_stops_instead_of_jum
         "nothing past the gap"
     );
     assert_eq!(kafka.committed("paused", "events", 1), vec![Some(50)]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_commit_that_is_not_a_pail_intent_stops_only_its_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let kafka = MockKafka::start(&[("events", 2)]);
+    produce(&kafka, 1, 0, 0..100, 60);
+    produce(&kafka, 1, 1, 0..100, 60);
+    // Another tool committed to this group with metadata of its own.
+    kafka.commit_offset("foreign", "events", 0, 40, "connect:v1:40");
+    let run = run_once(&config(dir.path(), &kafka.brokers(), "foreign")).await;
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        errors(&run.stderr)
+            .iter()
+            .any(|e| e["fields"]["partition"] == 0 && e["fields"]["offset"] == 40),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(delivered(&out), BTreeMap::from([((1, 1), range(100))]));
+    assert_eq!(
+        kafka.commits("foreign", "events", 2)[0],
+        Some((40, "connect:v1:40".to_string())),
+        "left as it was"
+    );
+    assert_eq!(kafka.committed("foreign", "events", 2)[1], Some(100));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn committed_offsets_that_cannot_be_read_stop_partitions_until_they_can() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let kafka = MockKafka::start(&[("events", 2)]);
+    produce(&kafka, 1, 0, 0..100, 60);
+    produce(&kafka, 1, 1, 0..100, 60);
+    // The group coordinator fails the first lookup of the committed offsets.
+    kafka.cluster.request_errors(
+        RDKafkaApiKey::OffsetFetch,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN],
+    );
+    let config = config(dir.path(), &kafka.brokers(), "lookup");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text = text.replace("max_records = 2000", "max_records = 2000\nmax_age = \"1s\"");
+    text.push_str(
+        "[worker]\npermanent_error_retry = \"2s\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let log = dir.path().join("worker.log");
+    let child = spawn_worker(&config, &log);
+    let addr = endpoint_address(&log).await;
+    // Waited for before this test looks offsets up itself, which would take the error.
+    eventually(
+        "the failed lookup stopped the partitions",
+        Duration::from_secs(60),
+        || async {
+            let (_, metrics) = get(&addr, "/metrics").await;
+            metrics
+                .lines()
+                .any(|l| l.starts_with("pail_protocol_stops_total ") && !l.ends_with(" 0"))
+        },
+    )
+    .await;
+    eventually(
+        "both partitions delivered and committed",
+        Duration::from_secs(90),
+        || async { kafka.committed("lookup", "events", 2) == vec![Some(100), Some(100)] },
+    )
+    .await;
+    assert_eq!(
+        get(&addr, "/readyz").await.0,
+        200,
+        "nothing stopped any more"
+    );
+    let status = terminate(child, Duration::from_secs(40)).await;
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(
+        delivered(&out),
+        BTreeMap::from([((1, 0), range(100)), ((1, 1), range(100))])
+    );
 }

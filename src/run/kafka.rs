@@ -31,6 +31,11 @@ use crate::source::reader::{
 };
 use crate::telemetry::{Health, METRICS};
 
+/// How long the run loop waits for the commits and watermarks of newly assigned partitions:
+/// well under the liveness threshold. A partition whose answer does not come in time is
+/// stopped and looked up again later.
+const START_LOOKUP_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// `--once` bookkeeping: where each assigned partition must reach before the run may end.
 #[derive(Default)]
 struct Watermarks {
@@ -116,6 +121,8 @@ struct Loop<'a> {
     draining: bool,
     /// Each owned partition's reader.
     readers: HashMap<TopicPartition, Owned>,
+    /// The ownership token of every partition assigned to this worker, read or not.
+    assigned: HashMap<TopicPartition, u64>,
     /// Where the readers send what they read.
     fetched: UnboundedSender<Fetched>,
     /// Bytes read ahead of the loop, shared by the readers.
@@ -144,12 +151,13 @@ impl Loop<'_> {
                 self.marks.assigned_once = true;
                 let starts = self
                     .kafka
-                    .partition_starts(partitions, Duration::from_secs(30))
+                    .partition_starts(partitions, START_LOOKUP_TIMEOUT)
                     .await?;
                 let mut fetch = Vec::with_capacity(starts.len());
                 for s in starts {
                     let token = tokens.get(&s.partition).copied().unwrap_or_default();
                     let partition = s.partition.clone();
+                    self.assigned.insert(partition.clone(), token);
                     let from = self.take_partition(s, token).await?;
                     fetch.push((partition, token, from));
                 }
@@ -163,6 +171,7 @@ impl Loop<'_> {
                 self.applied = None;
                 for tp in &partitions {
                     self.release(tp).await;
+                    self.assigned.remove(tp);
                     self.marks.pending.remove(tp);
                     self.marks.end.remove(tp);
                 }
@@ -338,6 +347,26 @@ impl Loop<'_> {
     async fn retry_stopped(&mut self) -> Result<(), RunError> {
         for (tp, offset) in self.stopped.due(Instant::now().into_std()) {
             let Some(owned) = self.readers.remove(&tp) else {
+                // Never started: its commit could not be read. Look it up again; it is fetched
+                // (from the log's end, paused) since its assignment, so a seek moves it.
+                let Some(token) = self.assigned.get(&tp).copied() else {
+                    continue;
+                };
+                tracing::info!(topic = %tp.0, partition = tp.1,
+                    "looking up the commit of a partition that could not start, again");
+                let starts = self
+                    .kafka
+                    .partition_starts(vec![tp.clone()], START_LOOKUP_TIMEOUT)
+                    .await?;
+                for s in starts {
+                    if let Some(from) = self.take_partition(s, token).await?
+                        && let Err(e) = self.kafka.seek(tp.clone(), from).await
+                    {
+                        tracing::warn!(topic = %tp.0, partition = tp.1, from, error = %e,
+                            "cannot move a partition to its starting offset");
+                    }
+                }
+                self.applied = None;
                 continue;
             };
             owned.reader.stop().await;
@@ -511,6 +540,7 @@ pub(super) async fn run_kafka(
         applied: None,
         draining: false,
         readers: HashMap::new(),
+        assigned: HashMap::new(),
         fetched,
         budget: read_ahead_budget(),
         stopped: StoppedPartitions::new(

@@ -1,6 +1,7 @@
-//! Stopped partitions: on a consume error, tried again by a long-running worker; on a
-//! protocol stop (an offset out of range, a commit that cannot be read, a segment that cannot
-//! be delivered), kept stopped until the partition is assigned again.
+//! Stopped partitions: on a consume error or a commit lookup that failed, tried again by a
+//! long-running worker; on any other protocol stop (an offset out of range, a foreign or
+//! malformed intent, a segment that cannot be delivered), kept stopped until the partition is
+//! assigned again.
 //!
 //! A stopped partition is paused: nothing after its first unread offset is taken, so nothing
 //! past it is committed. Many consume errors pass (a broker error, a topic permission granted
@@ -91,7 +92,13 @@ impl StoppedPartitions {
     pub(super) fn stop(&mut self, error: PartitionStop, now: Instant) -> bool {
         let tp = error.partition();
         let max = match error {
-            PartitionStop::Consume(_) => self.max_backoff,
+            // A lookup that failed (a coordinator moving, a timeout) may pass like a consume
+            // error; the other protocol stops need a person.
+            PartitionStop::Consume(_)
+            | PartitionStop::Protocol {
+                reason: StopReason::CommittedUnreadable(_),
+                ..
+            } => self.max_backoff,
             PartitionStop::Protocol { .. } => None,
         };
         match self.stops.get_mut(&tp) {

@@ -448,10 +448,11 @@ impl KafkaSource {
         })
     }
 
-    /// For each partition: its commit (offset and intent metadata) and the watermarks now.
-    /// Whatever fails — the whole request or one partition's answer in it — is that
-    /// partition's error, never "no commit": reading that as a fresh start would drop a
-    /// recorded intent.
+    /// For each partition: its commit (offset and intent metadata) and the watermarks now,
+    /// all within `timeout` (the run loop waits for this: it must stay well under the
+    /// liveness threshold whatever the number of partitions). Whatever fails or runs out of
+    /// time — the whole request or one partition's answer in it — is that partition's error,
+    /// never "no commit": reading that as a fresh start would drop a recorded intent.
     pub async fn partition_starts(
         &self,
         partitions: Vec<TopicPartition>,
@@ -463,6 +464,7 @@ impl KafkaSource {
             for (t, p) in &partitions {
                 tpl.add_partition(t, *p);
             }
+            let deadline = std::time::Instant::now() + timeout;
             let committed = consumer.committed_offsets(tpl, timeout);
             let mut out = Vec::with_capacity(partitions.len());
             for (t, p) in partitions {
@@ -479,7 +481,14 @@ impl KafkaSource {
                         },
                     },
                 };
-                let (commit, low, high) = match consumer.fetch_watermarks(&t, p, timeout) {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                let watermarks = match left.is_zero() {
+                    true => Err(format!("no time left within {timeout:?}")),
+                    false => consumer
+                        .fetch_watermarks(&t, p, left)
+                        .map_err(|e| e.to_string()),
+                };
+                let (commit, low, high) = match watermarks {
                     Ok((low, high)) => (commit, low, high),
                     Err(e) => (Err(format!("fetching watermarks: {e}")), 0, 0),
                 };

@@ -89,9 +89,21 @@ impl MockKafka {
     }
 
     /// Commits `offset` with no metadata for `group`, as `kafka-consumer-groups
-    /// --reset-offsets` does; as a member of the group, since the mock broker takes commits
-    /// only from members.
+    /// --reset-offsets` does.
     pub fn reset_offset(&self, group: &str, topic: &str, partition: i32, offset: i64) {
+        self.commit_offset(group, topic, partition, offset, "");
+    }
+
+    /// Commits `offset` with `metadata` for `group`, as another tool would; as a member of
+    /// the group, since the mock broker takes commits only from members.
+    pub fn commit_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        metadata: &str,
+    ) {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", self.brokers())
             .set("group.id", group)
@@ -108,6 +120,9 @@ impl MockKafka {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
             .unwrap();
+        if let Some(mut elem) = tpl.find_partition(topic, partition) {
+            elem.set_metadata(metadata);
+        }
         consumer.commit(&tpl, CommitMode::Sync).unwrap();
         drop(tpl);
         consumer.unsubscribe();
