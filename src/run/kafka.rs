@@ -7,25 +7,23 @@
 //! per owned partition (`source::reader`), tagged with the ownership token they were read
 //! under.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use tokio::time::{Instant, MissedTickBehavior, interval};
 
+use super::committer::{CommitBatch, CommitResult, spawn_committer};
 use super::preflight::Preflight;
 use super::stopped::{PartitionStop, StoppedPartitions};
+use super::watermarks::Watermarks;
 use super::{MAX_COMMIT_FAILURES, RunError, RunOptions, Stops, fresh_lineage};
 use crate::config::{KafkaSettings, Settings};
-use crate::delivery::PartitionKey;
 use crate::pipeline::{Pause, Pipeline, RunStats, Stopped};
-use crate::protocol::{Assignment, Commit, Committed, Token};
-use crate::source::kafka::{
-    KafkaCommitter, KafkaEvent, KafkaSource, KafkaSourceError, PartitionStart, TopicPartition,
-};
+use crate::protocol::{Assignment, Committed, Token};
+use crate::source::kafka::{KafkaEvent, KafkaSource, PartitionStart, TopicPartition};
 use crate::source::reader::{
     ConsumeError, Fetched, PartitionReader, Read, ReadFailure, ReadFrom, read_ahead_budget,
 };
@@ -35,75 +33,6 @@ use crate::telemetry::{Health, METRICS};
 /// well under the liveness threshold. A partition whose answer does not come in time is
 /// stopped and looked up again later.
 const START_LOOKUP_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// `--once` bookkeeping: where each assigned partition must reach before the run may end.
-#[derive(Default)]
-struct Watermarks {
-    /// Partitions whose end is not reached yet.
-    pending: HashSet<TopicPartition>,
-    /// High watermark seen at assignment, per partition.
-    end: HashMap<TopicPartition, i64>,
-    /// At least one assignment (possibly empty) has arrived.
-    assigned_once: bool,
-}
-
-impl Watermarks {
-    fn reached(&mut self, tp: &TopicPartition, next_offset: i64) {
-        if self.end.get(tp).is_some_and(|end| next_offset >= *end) {
-            self.pending.remove(tp);
-        }
-    }
-
-    /// Whether `offset` is at or past the end `--once` must reach in `tp` (never, otherwise).
-    fn past_end(&self, tp: &TopicPartition, offset: i64) -> bool {
-        self.end.get(tp).is_some_and(|end| offset >= *end)
-    }
-
-    fn done(&self) -> bool {
-        self.assigned_once && self.pending.is_empty()
-    }
-}
-
-type CommitBatch = Vec<Commit<PartitionKey>>;
-type CommitResult = (CommitBatch, Result<(), KafkaSourceError>);
-
-/// The commit task: where requests go, where results come back, and the task itself.
-type CommitTask = (
-    UnboundedSender<CommitBatch>,
-    UnboundedReceiver<CommitResult>,
-    JoinHandle<()>,
-);
-
-/// Runs commits off the loop, one request after another (so a partition's commits land in
-/// order), each request holding every partition the protocol had due. A commit of a partition
-/// revoked since it was requested is left out: the new owner replays from the last commit.
-fn spawn_committer(committer: KafkaCommitter) -> CommitTask {
-    let (req_tx, mut req_rx) = unbounded_channel::<CommitBatch>();
-    let (res_tx, res_rx) = unbounded_channel();
-    let task = tokio::spawn(async move {
-        while let Some(batch) = req_rx.recv().await {
-            let owned: CommitBatch = batch
-                .into_iter()
-                .filter(|c| committer.owns(&(c.partition.0.to_string(), c.partition.1), c.token.0))
-                .collect();
-            let mut offsets = Vec::with_capacity(owned.len());
-            for c in &owned {
-                // The protocol only emits intents that encode within the limit.
-                let metadata = c.point.intent.encode().unwrap_or_default();
-                offsets.push((
-                    (c.partition.0.to_string(), c.partition.1),
-                    c.point.offset,
-                    metadata,
-                ));
-            }
-            let result = committer.commit(offsets).await;
-            if res_tx.send((owned, result)).is_err() {
-                break;
-            }
-        }
-    });
-    (req_tx, res_rx, task)
-}
 
 /// Mutable state of the Kafka run loop.
 struct Loop<'a> {

@@ -1,10 +1,12 @@
 //! `pail run`: wires a source, the pipeline and the stores together and drives them until the
 //! input ends (`--once`, file sources) or shutdown is requested.
 
+mod committer;
 mod file;
 mod kafka;
 mod preflight;
 mod stopped;
+mod watermarks;
 
 pub use stopped::PartitionStop;
 
