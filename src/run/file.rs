@@ -1,43 +1,33 @@
-//! The run loop for an NDJSON file (or stdin): read to the end, deliver, stop. There is no
-//! offset store, so every commit of the protocol succeeds at once.
+//! The run loop for an NDJSON file (or stdin): read to the end, deliver, stop. The shared half
+//! (`driver`) does the rest; there is no offset store, so every commit succeeds at once.
 
 use std::time::Duration;
 
-use tokio::time::{Instant, MissedTickBehavior, interval, timeout_at};
+use tokio::time::{MissedTickBehavior, interval};
 
+use super::driver::{Driver, NoOffsetStore, OffsetStore};
 use super::{PartitionStop, RunError, Stops, fresh_lineage};
 use crate::config::FILE_TOPIC;
 use crate::config::{FileSettings, Settings};
 use crate::decode::DEFAULT_MAX_RECORD_BYTES;
-use crate::pipeline::{Pipeline, RunStats};
+use crate::pipeline::{Pipeline, RunStats, Stopped};
 use crate::protocol::{Assignment, Committed, Token};
 use crate::source::file::FileSource;
 use crate::telemetry::Health;
 
-/// Does what the protocol needs: with no offset store, every commit succeeds at once (and
-/// lets the uploads it records start). A stop ends the run: a file has no commit to resume
-/// from.
-fn commit_all(pipeline: &mut Pipeline) -> Result<(), RunError> {
-    loop {
-        let due = pipeline.due();
-        if !due.stops.is_empty() {
-            let stops = due
-                .stops
-                .into_iter()
-                .map(|s| PartitionStop::Protocol {
-                    topic: s.partition.0.to_string(),
-                    partition: s.partition.1,
-                    offset: s.offset,
-                    reason: s.reason,
-                })
-                .collect();
-            return Err(RunError::PartitionsStopped(stops));
-        }
-        if due.commits.is_empty() {
-            return Ok(());
-        }
-        pipeline.commits_acknowledged(&due.commits);
-    }
+/// A stop ends a file's run: it has no commit to resume from.
+fn stopped(stops: Vec<Stopped>) -> RunError {
+    RunError::PartitionsStopped(
+        stops
+            .into_iter()
+            .map(|s| PartitionStop::Protocol {
+                topic: s.partition.0.to_string(),
+                partition: s.partition.1,
+                offset: s.offset,
+                reason: s.reason,
+            })
+            .collect(),
+    )
 }
 
 pub(super) async fn run_file(
@@ -77,47 +67,38 @@ pub(super) async fn run_file(
             reason,
         }]));
     }
-    let mut tick = interval(Duration::from_secs(1));
+    let mut driver = Driver::new(
+        pipeline,
+        NoOffsetStore::default(),
+        true,
+        settings.worker.shutdown_timeout,
+        uploads_stop,
+    );
+    let mut tick = interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut deadline = None;
     loop {
         tokio::select! {
             biased;
-            () = shutdown.cancelled() => {
-                tracing::info!("shutdown requested; delivering what was read");
-                deadline = Some(Instant::now() + settings.worker.shutdown_timeout);
-                break;
+            () = shutdown.cancelled(), if !driver.shutting_down() => driver.shut_down(),
+            Some(answer) = driver.store.answer() => driver.on_answer(answer)?,
+            Some(c) = driver.pipeline.next_completion(), if driver.pipeline.in_flight() > 0 => {
+                driver.on_completion(c)?;
             }
-            Some(c) = pipeline.next_completion(), if pipeline.in_flight() > 0 => pipeline.on_completion(c)?,
-            _ = tick.tick() => pipeline.seal_expired(),
-            next = reader.next(), if !pipeline.backpressured() => match next? {
-                Some(record) => pipeline.ingest(record)?,
-                None => break,
-            },
-        }
-        commit_all(&mut pipeline)?;
-        health.beat();
-    }
-    pipeline.seal_all();
-    commit_all(&mut pipeline)?;
-    while pipeline.in_flight() > 0 {
-        let next = match deadline {
-            Some(d) => timeout_at(d, pipeline.next_completion())
-                .await
-                .map_err(|_| {
-                    uploads_stop.cancel();
-                    RunError::ShutdownTimeout(
-                        settings.worker.shutdown_timeout,
-                        pipeline.undelivered(),
-                    )
-                })?,
-            None => pipeline.next_completion().await,
-        };
-        if let Some(c) = next {
-            pipeline.on_completion(c)?;
-            commit_all(&mut pipeline)?;
+            _ = tick.tick() => driver.on_tick()?,
+            next = reader.next(), if !driver.draining() && !driver.pipeline.backpressured() => {
+                match next? {
+                    Some(record) => driver.pipeline.ingest(record)?,
+                    None => driver.start_drain(),
+                }
+            }
         }
         health.beat();
+        let stops = driver.step();
+        if !stops.is_empty() {
+            return Err(stopped(stops));
+        }
+        if driver.drained() {
+            return Ok(driver.pipeline.stats);
+        }
     }
-    Ok(pipeline.stats)
 }

@@ -2,10 +2,11 @@
 //! `--once` watermarks, backpressure by pausing, partitions stopped on consume errors, and a
 //! drain that keeps serving the group.
 //!
-//! The loop never blocks on the group coordinator: commits run on their own task and report
-//! back, so rebalance callbacks are served while a commit waits. Records come from one reader
-//! per owned partition (`source::reader`), tagged with the ownership token they were read
-//! under.
+//! The half shared with the file loop (the pipeline, commits, completions, drain, deadline)
+//! is `driver`'s. The loop never blocks on the group coordinator: commits run on their own
+//! task and report back, so rebalance callbacks are served while a commit waits. Records come
+//! from one reader per owned partition (`source::reader`), tagged with the ownership token
+//! they were read under.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,11 +16,12 @@ use tokio::sync::Semaphore;
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use tokio::time::{Instant, MissedTickBehavior, interval};
 
-use super::committer::{CommitBatch, CommitResult, spawn_committer};
+use super::committer::spawn_committer;
+use super::driver::{Driver, KafkaOffsetStore, OffsetStore};
 use super::preflight::Preflight;
 use super::stopped::{PartitionStop, StoppedPartitions};
 use super::watermarks::Watermarks;
-use super::{MAX_COMMIT_FAILURES, RunError, RunOptions, Stops, fresh_lineage};
+use super::{RunError, RunOptions, Stops, fresh_lineage};
 use crate::config::{KafkaSettings, Settings};
 use crate::pipeline::{Pause, Pipeline, RunStats, Stopped};
 use crate::protocol::{Assignment, Committed, Token};
@@ -38,16 +40,12 @@ const START_LOOKUP_TIMEOUT: Duration = Duration::from_secs(20);
 struct Loop<'a> {
     kafka: &'a KafkaSource,
     health: &'a Health,
-    pipeline: Pipeline,
+    /// The pipeline, commits, the drain and the deadline: the half shared with the file loop.
+    driver: Driver<KafkaOffsetStore>,
     marks: Watermarks,
     options: RunOptions,
-    commits: UnboundedSender<CommitBatch>,
-    commits_in_flight: usize,
-    commit_failures: u32,
     /// The pause last applied to the consumer; `None` after an assignment change.
     applied: Option<Pause>,
-    /// No more records are taken; the loop ends when everything sealed is delivered.
-    draining: bool,
     /// Each owned partition's reader.
     readers: HashMap<TopicPartition, Owned>,
     /// The ownership token of every partition assigned to this worker, read or not.
@@ -96,7 +94,7 @@ impl Loop<'_> {
             }
             KafkaEvent::Revoked(partitions) => {
                 tracing::info!(?partitions, "partitions revoked");
-                self.pipeline.revoke(&partitions);
+                self.driver.pipeline.revoke(&partitions);
                 self.applied = None;
                 for tp in &partitions {
                     self.release(tp).await;
@@ -146,7 +144,7 @@ impl Loop<'_> {
             fresh_lineage: fresh_lineage(),
         };
         self.release(&s.partition).await;
-        let start = match self.pipeline.assign(&topic, partition, assignment) {
+        let start = match self.driver.pipeline.assign(&topic, partition, assignment) {
             Ok(start) => start,
             Err(reason) => {
                 self.stop(PartitionStop::Protocol {
@@ -212,7 +210,7 @@ impl Loop<'_> {
                 // While draining, records are left for the next run: nothing past the sealed
                 // segments is committed. (Records read just before a backpressure pause are
                 // still taken: dropping one would leave a hole.)
-                if !self.draining && !self.marks.past_end(&tp, record.offset) {
+                if !self.driver.draining() && !self.marks.past_end(&tp, record.offset) {
                     owned.next = record.offset + 1;
                     self.marks.reached(&tp, record.offset + 1);
                     if self.stopped.resumed(&tp) {
@@ -220,7 +218,7 @@ impl Loop<'_> {
                         tracing::info!(topic = %tp.0, partition = tp.1, offset = record.offset,
                             "partition reads again after its consume error");
                     }
-                    self.pipeline.ingest(record)?;
+                    self.driver.pipeline.ingest(record)?;
                 }
             }
             Read::Position(next) => {
@@ -234,13 +232,13 @@ impl Loop<'_> {
                     offset: owned.next,
                     ..error
                 };
-                if !self.draining && !self.marks.past_end(&tp, error.offset) {
+                if !self.driver.draining() && !self.marks.past_end(&tp, error.offset) {
                     self.stop(PartitionStop::Consume(error));
                 }
             }
         }
-        if self.options.once && !self.draining && self.marks.done() {
-            self.start_drain();
+        if self.options.once && !self.driver.draining() && self.marks.done() {
+            self.driver.start_drain();
         }
         Ok(())
     }
@@ -259,7 +257,7 @@ impl Loop<'_> {
         match &stop {
             PartitionStop::Consume(_) => {
                 METRICS.consume_errors.inc();
-                self.pipeline.seal_partition(&topic, partition);
+                self.driver.pipeline.seal_partition(&topic, partition);
             }
             PartitionStop::Protocol { .. } => METRICS.protocol_stops.inc(),
         }
@@ -329,14 +327,13 @@ impl Loop<'_> {
         Ok(())
     }
 
-    /// Does what the protocol needs now: stops, and one request with every commit due.
-    fn apply_due(&mut self) {
-        let due = self.pipeline.due();
+    /// Acts on the partitions the protocol stopped.
+    fn on_stops(&mut self, stops: Vec<Stopped>) {
         for Stopped {
             partition,
             offset,
             reason,
-        } in due.stops
+        } in stops
         {
             self.stop(PartitionStop::Protocol {
                 topic: partition.0.to_string(),
@@ -345,45 +342,19 @@ impl Loop<'_> {
                 reason,
             });
         }
-        if !due.commits.is_empty() && self.commits.send(due.commits).is_ok() {
-            self.commits_in_flight += 1;
-        }
-    }
-
-    fn on_commit(&mut self, (batch, result): CommitResult) -> Result<(), RunError> {
-        self.commits_in_flight = self.commits_in_flight.saturating_sub(1);
-        match result {
-            Ok(()) => {
-                METRICS.commits.add(batch.len() as u64);
-                self.commit_failures = 0;
-                self.pipeline.commits_acknowledged(&batch);
-            }
-            Err(e) => {
-                METRICS.commit_failures.inc();
-                self.commit_failures += 1;
-                let partitions: Vec<_> = batch.iter().map(|c| &c.partition).collect();
-                tracing::warn!(error = %e, ?partitions,
-                    "offset commit failed; its segments wait and the commit is retried");
-                self.pipeline.commits_failed(&batch);
-                if self.options.once && self.commit_failures >= MAX_COMMIT_FAILURES {
-                    return Err(RunError::Commit(e.to_string()));
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Pauses everything while draining or over the limits, and otherwise the partitions the
     /// pipeline names (a refusing destination's, a partition with too many undelivered
     /// segments); resumes the rest.
     fn update_pause(&mut self) {
-        let want = match self.pipeline.pause() {
-            _ if self.draining => Pause::All,
+        let want = match self.driver.pipeline.pause() {
+            _ if self.driver.draining() => Pause::All,
             Pause::All => Pause::All,
             Pause::Partitions(mut set) => {
                 let stopped: Vec<TopicPartition> = self.stopped.paused().cloned().collect();
                 for (topic, partition) in stopped {
-                    set.insert((self.pipeline.intern(&topic), partition));
+                    set.insert((self.driver.pipeline.intern(&topic), partition));
                 }
                 Pause::Partitions(set)
             }
@@ -405,18 +376,6 @@ impl Loop<'_> {
         }
         METRICS.partitions_paused.set(count as u64);
         self.applied = Some(want);
-    }
-
-    fn start_drain(&mut self) {
-        self.draining = true;
-        self.pipeline.seal_all();
-    }
-
-    /// Draining, and every sealed segment is durable and its commit acknowledged; records
-    /// left open (a replay short of its recorded end, a partition at the cap) are read again
-    /// by the next owner.
-    fn drained(&self) -> bool {
-        self.draining && self.commits_in_flight == 0 && self.pipeline.settled()
     }
 }
 
@@ -455,19 +414,22 @@ pub(super) async fn run_kafka(
     } else if let Err(e) = kafka.check_topics(Duration::from_secs(10)).await {
         tracing::error!(error = %e, "Kafka check failed at start-up; the consumer keeps retrying");
     }
-    let (commits, mut commit_results, mut committer) = spawn_committer(kafka.committer());
+    let (requests, answers, mut committer) = spawn_committer(kafka.committer());
     let (fetched, mut reads) = unbounded_channel();
+    let driver = Driver::new(
+        pipeline,
+        KafkaOffsetStore { requests, answers },
+        options.once,
+        settings.worker.shutdown_timeout,
+        uploads_stop,
+    );
     let mut state = Loop {
         kafka: &kafka,
         health,
-        pipeline,
+        driver,
         marks: Watermarks::default(),
         options,
-        commits,
-        commits_in_flight: 0,
-        commit_failures: 0,
         applied: None,
-        draining: false,
         readers: HashMap::new(),
         assigned: HashMap::new(),
         fetched,
@@ -479,15 +441,12 @@ pub(super) async fn run_kafka(
     let started = Instant::now();
     let mut tick = interval(Duration::from_millis(if options.once { 200 } else { 500 }));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut deadline: Option<Instant> = None;
     let outcome: Result<(), RunError> = async {
         loop {
             tokio::select! {
                 biased;
-                () = shutdown.cancelled(), if deadline.is_none() => {
-                    tracing::info!("shutdown requested; sealing, delivering and committing");
-                    deadline = Some(Instant::now() + settings.worker.shutdown_timeout);
-                    state.start_drain();
+                () = shutdown.cancelled(), if !state.driver.shutting_down() => {
+                    state.driver.shut_down();
                 }
                 Some(event) = events.recv() => state.handle(event).await?,
                 Some(index) = passed.recv() => {
@@ -497,24 +456,18 @@ pub(super) async fn run_kafka(
                         "destination passed its connection test; consuming its topics");
                     kafka.subscribe(&topics)?;
                 }
-                Some(result) = commit_results.recv() => state.on_commit(result)?,
-                Some(c) = state.pipeline.next_completion(), if state.pipeline.in_flight() > 0 => {
-                    state.pipeline.on_completion(c)?;
+                Some(answer) = state.driver.store.answer() => state.driver.on_answer(answer)?,
+                Some(c) = state.driver.pipeline.next_completion(), if state.driver.pipeline.in_flight() > 0 => {
+                    state.driver.on_completion(c)?;
                 }
                 _ = tick.tick() => {
-                    state.pipeline.tick();
-                    state.pipeline.publish_gauges();
-                    if let Some(d) = deadline && Instant::now() >= d {
-                        uploads_stop.cancel();
-                        return Err(RunError::ShutdownTimeout(settings.worker.shutdown_timeout, state.pipeline.undelivered()));
-                    }
-                    if !state.draining {
-                        state.pipeline.seal_expired();
+                    state.driver.on_tick()?;
+                    if !state.driver.draining() {
                         state.retry_stopped().await?;
                     }
-                    if options.once && !state.draining {
+                    if options.once && !state.driver.draining() {
                         if state.marks.done() {
-                            state.start_drain();
+                            state.driver.start_drain();
                         } else if !state.marks.assigned_once && started.elapsed() > startup {
                             return Err(RunError::NoAssignment(startup));
                         }
@@ -554,27 +507,23 @@ pub(super) async fn run_kafka(
                 Some(f) = reads.recv() => state.on_fetched(f)?,
             }
             health.beat();
-            if state.draining {
-                // Segments that could not be sealed at the drain's start (a partition at the
-                // cap) may be now.
-                state.pipeline.seal_all();
-            }
-            state.apply_due();
+            let stops = state.driver.step();
+            state.on_stops(stops);
             state.update_pause();
-            if state.drained() {
+            if state.driver.drained() {
                 return Ok(());
             }
         }
     }
     .await;
-    let stats = state.pipeline.stats;
+    let stats = state.driver.pipeline.stats;
     for (_, owned) in state.readers.drain() {
         owned.reader.stop().await;
     }
     let stopped = state.stopped.into_errors();
     // Ends the commit task (its requests channel closes), which holds the consumer too: the
     // consumer is closed once, below, not dropped by whichever task lets go of it last.
-    drop(state.commits);
+    drop(state.driver);
     if tokio::time::timeout(Duration::from_secs(30), &mut committer)
         .await
         .is_err()

@@ -2,6 +2,7 @@
 //! input ends (`--once`, file sources) or shutdown is requested.
 
 mod committer;
+mod driver;
 mod file;
 mod kafka;
 mod preflight;

@@ -1,0 +1,203 @@
+//! What both run loops share, written once: the pipeline and its protocol, commits through an
+//! offset store (Kafka's group coordinator, or none for a file: every commit succeeds at
+//! once), finished deliveries, the tick, the drain and the shutdown deadline. Each loop adds
+//! only its source: where records come from, and what it does with a stopped partition.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::committer::{CommitBatch, CommitResult};
+use super::{MAX_COMMIT_FAILURES, RunError};
+use crate::delivery::Completion;
+use crate::pipeline::{Pipeline, Stopped};
+use crate::telemetry::METRICS;
+
+/// Where commit requests go and where their answers come from.
+pub(super) trait OffsetStore {
+    /// Hands one request over; false when the store is gone.
+    fn send(&mut self, commits: CommitBatch) -> bool;
+    /// The next answer; pending while none is due. Cancel-safe (it is raced in `select!`).
+    fn answer(&mut self) -> impl Future<Output = Option<(CommitBatch, Result<(), String>)>>;
+}
+
+/// A file has no offset store: every commit succeeds at once.
+#[derive(Default)]
+pub(super) struct NoOffsetStore(VecDeque<CommitBatch>);
+
+impl OffsetStore for NoOffsetStore {
+    fn send(&mut self, commits: CommitBatch) -> bool {
+        self.0.push_back(commits);
+        true
+    }
+
+    async fn answer(&mut self) -> Option<(CommitBatch, Result<(), String>)> {
+        match self.0.pop_front() {
+            Some(batch) => Some((batch, Ok(()))),
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Kafka's group coordinator, through the commit task (see `committer`).
+pub(super) struct KafkaOffsetStore {
+    pub requests: UnboundedSender<CommitBatch>,
+    pub answers: UnboundedReceiver<CommitResult>,
+}
+
+impl OffsetStore for KafkaOffsetStore {
+    fn send(&mut self, commits: CommitBatch) -> bool {
+        self.requests.send(commits).is_ok()
+    }
+
+    async fn answer(&mut self) -> Option<(CommitBatch, Result<(), String>)> {
+        let (batch, result) = self.answers.recv().await?;
+        Some((batch, result.map_err(|e| e.to_string())))
+    }
+}
+
+/// The shared half of a run loop.
+pub(super) struct Driver<S> {
+    pub pipeline: Pipeline,
+    pub store: S,
+    /// Consecutive failed commits after which the run gives up; `None`: never (a long-running
+    /// worker keeps its segments and tries again).
+    give_up_after: Option<u32>,
+    commit_failures: u32,
+    commits_in_flight: usize,
+    /// No more records are taken; the loop ends when everything sealed is delivered.
+    draining: bool,
+    /// When a requested shutdown gives up on what is still undelivered.
+    deadline: Option<Instant>,
+    shutdown_timeout: Duration,
+    /// Ends the uploads still running when the deadline passes.
+    uploads_stop: CancellationToken,
+}
+
+impl<S: OffsetStore> Driver<S> {
+    pub fn new(
+        pipeline: Pipeline,
+        store: S,
+        bounded: bool,
+        shutdown_timeout: Duration,
+        uploads_stop: CancellationToken,
+    ) -> Self {
+        Self {
+            pipeline,
+            store,
+            give_up_after: bounded.then_some(MAX_COMMIT_FAILURES),
+            commit_failures: 0,
+            commits_in_flight: 0,
+            draining: false,
+            deadline: None,
+            shutdown_timeout,
+            uploads_stop,
+        }
+    }
+
+    /// Whether records are no longer taken.
+    pub fn draining(&self) -> bool {
+        self.draining
+    }
+
+    /// Whether a shutdown was requested.
+    pub fn shutting_down(&self) -> bool {
+        self.deadline.is_some()
+    }
+
+    /// Shutdown requested: seal, deliver and commit what was taken, until the deadline.
+    pub fn shut_down(&mut self) {
+        tracing::info!("shutdown requested; sealing, delivering and committing");
+        self.deadline = Some(Instant::now() + self.shutdown_timeout);
+        self.start_drain();
+    }
+
+    /// The input is done (end of file, `--once` watermarks): take nothing more, deliver and
+    /// commit what was taken.
+    pub fn start_drain(&mut self) {
+        self.draining = true;
+        self.pipeline.seal_all();
+    }
+
+    /// A delivery finished.
+    pub fn on_completion(&mut self, c: Completion) -> Result<(), RunError> {
+        Ok(self.pipeline.on_completion(c)?)
+    }
+
+    /// A commit request was answered.
+    pub fn on_answer(
+        &mut self,
+        (batch, result): (CommitBatch, Result<(), String>),
+    ) -> Result<(), RunError> {
+        self.commits_in_flight = self.commits_in_flight.saturating_sub(1);
+        match result {
+            Ok(()) => {
+                METRICS.commits.add(batch.len() as u64);
+                self.commit_failures = 0;
+                self.pipeline.commits_acknowledged(&batch);
+            }
+            Err(e) => {
+                METRICS.commit_failures.inc();
+                self.commit_failures += 1;
+                let partitions: Vec<_> = batch.iter().map(|c| &c.partition).collect();
+                tracing::warn!(error = %e, ?partitions,
+                    "offset commit failed; its segments wait and the commit is retried");
+                self.pipeline.commits_failed(&batch);
+                if self
+                    .give_up_after
+                    .is_some_and(|max| self.commit_failures >= max)
+                {
+                    return Err(RunError::Commit(e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Time passed: failed commits are due again, gauges are published, and past the
+    /// shutdown deadline the run gives up (what is undelivered is not committed: it is read
+    /// again by the next owner). Outside a drain, segments past their age are sealed.
+    pub fn on_tick(&mut self) -> Result<(), RunError> {
+        self.pipeline.tick();
+        self.pipeline.publish_gauges();
+        if let Some(deadline) = self.deadline
+            && Instant::now() >= deadline
+        {
+            self.uploads_stop.cancel();
+            return Err(RunError::ShutdownTimeout(
+                self.shutdown_timeout,
+                self.pipeline.undelivered(),
+            ));
+        }
+        if !self.draining {
+            self.pipeline.seal_expired();
+        }
+        Ok(())
+    }
+
+    /// After every step of the loop: does what the protocol needs now (one commit request
+    /// with every partition due, uploads) and returns the partitions it stopped, for the
+    /// source to act on.
+    pub fn step(&mut self) -> Vec<Stopped> {
+        if self.draining {
+            // Segments that could not be sealed at the drain's start (a partition at the
+            // cap) may be now.
+            self.pipeline.seal_all();
+        }
+        let due = self.pipeline.due();
+        if !due.commits.is_empty() && self.store.send(due.commits) {
+            self.commits_in_flight += 1;
+        }
+        due.stops
+    }
+
+    /// Draining, and every sealed segment is durable and its commit acknowledged; records
+    /// left open (a replay short of its recorded end, a partition at the cap) are read again
+    /// by the next owner.
+    pub fn drained(&self) -> bool {
+        self.draining && self.commits_in_flight == 0 && self.pipeline.settled()
+    }
+}

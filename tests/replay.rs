@@ -1,0 +1,126 @@
+//! A replay over the memory budget, through the `pail` binary, the mock cluster and the
+//! in-process S3 server: a worker killed after recording a large segment's intent leaves it to
+//! the next, which runs with a smaller `max_buffer_bytes`. The replayed segment cannot be cut
+//! short of its recorded end, so it may exceed the budget; the other partition waits for it
+//! instead of being sealed into small objects, and everything lands exactly once.
+//!
+//! (Whether the other partition's records arrive while the replay is over the budget depends
+//! on the fetch timing, so this test does not pin the old bug by itself; the pipeline's unit
+//! test `replay_over_the_memory_budget_does_not_make_other_partitions_seal_tiny_segments`
+//! does, deterministically.)
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use support::http::{endpoint_address, eventually, get};
+use support::kafka::{MockKafka, Produce};
+use support::read;
+use support::s3::TestS3;
+use support::workers::{spawn_worker, terminate, worker_config};
+
+/// A counter or gauge from `/metrics`.
+async fn metric(addr: &str, name: &str) -> u64 {
+    let (_, body) = get(addr, "/metrics").await;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn produce(kafka: &MockKafka, partition: i32, range: std::ops::Range<usize>, pad: usize) {
+    let payloads: Vec<String> = range
+        .map(|i| format!(r#"{{"id":"p{partition}-{i}","pad":"{}"}}"#, "x".repeat(pad)))
+        .collect();
+    let records: Vec<Produce<'_>> = payloads
+        .iter()
+        .map(|p| Produce {
+            topic: "events",
+            partition,
+            key: None,
+            payload: Some(p.as_bytes()),
+            timestamp_ms: 1_763_600_000_000,
+        })
+        .collect();
+    kafka.produce(&records);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_over_the_budget_is_delivered_once_and_other_partitions_stay_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = MockKafka::start(&[("events", 2)]);
+    let s3 = TestS3::start(&["lake"]).await;
+    // 600 records of about 1 KB on partition 0, in one open segment (1000 records, 1 h).
+    produce(&kafka, 0, 0..600, 1000);
+    let config = worker_config(dir.path(), &kafka.brokers(), &s3.endpoint(), "replay", "1h");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("[telemetry]\nlisten = \"127.0.0.1:0\"\n");
+    std::fs::write(&config, &text).unwrap();
+    let first_log = dir.path().join("first.log");
+    let mut first = spawn_worker(&config, &first_log);
+    let addr = endpoint_address(&first_log).await;
+    eventually(
+        "the first worker took them",
+        Duration::from_secs(60),
+        || async { metric(&addr, "pail_records_consumed_total").await == 600 },
+    )
+    .await;
+    // Shutdown seals them and records the intent; the upload is slow, and the worker dies
+    // before it is done.
+    s3.set_write_latency(Duration::from_secs(30));
+    support::workers::sigterm(&first);
+    eventually("the intent recorded", Duration::from_secs(30), || async {
+        kafka.commits("replay", "events", 2)[0]
+            .as_ref()
+            .is_some_and(|(o, m)| *o == 0 && m.ends_with(":599"))
+    })
+    .await;
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+    s3.set_write_latency(Duration::ZERO);
+
+    // The next worker has a 100 KiB budget: the 600 KB replay exceeds it. Partition 1 gets
+    // 300 small events meanwhile.
+    let text = text.replace(
+        "max_concurrent_uploads = 4",
+        "max_concurrent_uploads = 4\nmax_buffer_bytes = \"100KiB\"",
+    );
+    std::fs::write(
+        &config,
+        text.replace("max_age = \"1h\"", "max_age = \"5s\""),
+    )
+    .unwrap();
+    produce(&kafka, 1, 0..300, 10);
+    let second_log = dir.path().join("second.log");
+    let second = spawn_worker(&config, &second_log);
+    eventually("everything committed", Duration::from_secs(120), || async {
+        kafka.committed("replay", "events", 2) == vec![Some(600), Some(300)]
+    })
+    .await;
+    let status = terminate(second, Duration::from_secs(40)).await;
+    assert!(status.success(), "exit status {status:?}");
+
+    let mut rows: BTreeMap<String, usize> = BTreeMap::new();
+    let mut partition_1_objects = 0;
+    for (name, file) in read::all_parquet(&s3.bucket_dir("lake").join("raw/events")) {
+        if name.contains("events+1+") {
+            partition_1_objects += 1;
+        }
+        for row in file {
+            *rows
+                .entry(row["id"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+    }
+    assert_eq!(rows.len(), 900, "every event delivered");
+    assert!(rows.values().all(|n| *n == 1), "none twice");
+    assert!(
+        partition_1_objects <= 5,
+        "partition 1 was cut into {partition_1_objects} objects"
+    );
+    let puts = s3.puts();
+    assert!(
+        puts.iter().all(|p| !p.overwrote),
+        "an object was overwritten"
+    );
+}
