@@ -190,7 +190,9 @@ impl Pipeline {
         let key: PartitionKey = (topic, rec.partition);
         // Recorded ends before this record: the segment's last records are gone (compaction).
         while let Some(end) = self.protocol.recorded_end_before(&key, rec.offset) {
-            self.cut(&key, dest_idx, Cut::Recorded(end), SealReason::Recovery);
+            if !self.cut(&key, dest_idx, Cut::Recorded(end), SealReason::Recovery) {
+                break;
+            }
         }
         let routed = self.router.route(dest_idx, &rec);
         let rotation = &self.router.destinations[dest_idx].settings.rotation;
@@ -254,9 +256,12 @@ impl Pipeline {
     /// [`Pipeline::pause`]) until the replay reaches its end.
     fn relieve_memory(&mut self) {
         while self.open_bytes > self.limits.max_buffer_bytes {
+            // Partitions at the cap cannot be cut and are paused already; of the others, the
+            // largest.
             let Some(largest) = self
                 .open
                 .iter()
+                .filter(|(k, _)| !self.protocol.at_cap(k))
                 .max_by_key(|(_, s)| s.bytes)
                 .map(|(k, _)| k.clone())
             else {
@@ -309,14 +314,15 @@ impl Pipeline {
             SealReason::Drain | SealReason::Stopped => Cut::Final,
             _ => Cut::Policy,
         };
-        self.cut(key, dest_idx, cut, reason);
+        let _ = self.cut(key, dest_idx, cut, reason);
     }
 
     /// Seals where `cut` says; a recorded end no record reached seals an empty segment.
-    fn cut(&mut self, key: &PartitionKey, dest_idx: usize, cut: Cut, reason: SealReason) {
+    /// Returns whether a segment was sealed.
+    fn cut(&mut self, key: &PartitionKey, dest_idx: usize, cut: Cut, reason: SealReason) -> bool {
         let bytes = self.open.get(key).map_or(0, |s| s.bytes);
         let Some(id) = self.protocol.seal(key, cut, bytes) else {
-            return;
+            return false;
         };
         let mut seg = match self.open.remove(key) {
             Some(seg) => {
@@ -349,6 +355,7 @@ impl Pipeline {
                  the normal rotation policy applies again");
         }
         self.sealed.insert((key.clone(), id), seg);
+        true
     }
 
     /// Seals every segment that has been open longer than its destination's `max_age`.

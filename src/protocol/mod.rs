@@ -236,6 +236,18 @@ impl<P: Ord + Clone + fmt::Debug> Protocol<P> {
                 Err(e) => Err(StopReason::Intent(e)),
                 // Not pail's commit (an offset tool's reset): a new life from there.
                 Ok(None) => Ok(fresh(Some(offset))),
+                // A recorded segment ends where the log no longer reaches: the log was cut
+                // back (an unclean leader election) and new events may reuse those offsets,
+                // which a replay would take for the recorded segment.
+                Ok(Some(intent))
+                    if intent.ends.last().is_some_and(|e| *e >= a.log_end)
+                        && !self.settings.accept_reset =>
+                {
+                    Err(StopReason::PastLogEnd {
+                        committed: intent.ends.last().copied().unwrap_or(offset),
+                        log_end: a.log_end,
+                    })
+                }
                 Ok(Some(intent)) if intent.ends.first().is_some_and(|e| *e < offset) => {
                     Err(StopReason::Intent(IntentError::Malformed(
                         metadata,
@@ -285,6 +297,10 @@ impl<P: Ord + Clone + fmt::Debug> Protocol<P> {
     /// (compaction, transaction markers).
     pub fn recorded_end_before(&self, partition: &P, offset: Offset) -> Option<Offset> {
         let state = self.partitions.get(partition)?;
+        if state.stopped.is_some() {
+            // It would refuse the cut: a caller looping on this must not be offered one.
+            return None;
+        }
         state
             .forced_ends
             .front()

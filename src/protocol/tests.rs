@@ -198,6 +198,12 @@ fn commits_out_of_range_or_unreadable_stop_only_that_partition() {
         p.assign(1, a.clone()),
         Err(StopReason::PastLogEnd { .. })
     ));
+    // A recorded end the log no longer reaches: new events could reuse those offsets.
+    let l = lineage(5);
+    assert!(matches!(
+        p.assign(5, assignment(1, at(900, format!("pail2:{l}:1200")))),
+        Err(StopReason::PastLogEnd { .. })
+    ));
     assert!(matches!(
         p.assign(2, assignment(1, Committed::Unreadable("timed out".into()))),
         Err(StopReason::CommittedUnreadable(_))
@@ -269,9 +275,26 @@ fn an_undeliverable_segment_stops_its_partition_and_holds_the_commit_before_it()
         p.settled(),
         "nothing more can happen on it; the run may end"
     );
+    assert_eq!(p.recorded_end_before(&0, 100), None);
     // The other partition goes on.
     p.admit(&1, 0).unwrap();
     assert!(p.seal(&1, Cut::Final, 0).is_some());
+}
+
+#[test]
+fn a_replay_whose_segment_cannot_be_delivered_asks_for_no_more_cuts() {
+    let mut p = Protocol::new(SETTINGS);
+    let l = lineage(9);
+    p.assign(0, assignment(1, at(0, format!("pail2:{l}:9,19,29"))))
+        .unwrap();
+    take(&mut p, 0, 9);
+    let replayed = uploads(&p.poll());
+    p.undeliverable(&0, Token(1), replayed[0], "encoder panicked".into());
+    p.poll();
+    // Records read ahead still arrive: no recorded end is offered (the caller would loop on
+    // a cut the stopped partition refuses), and the record is refused.
+    assert_eq!(p.recorded_end_before(&0, 25), None);
+    assert_eq!(p.admit(&0, 25), Err(Refusal::Stopped));
 }
 
 #[test]

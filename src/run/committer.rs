@@ -7,15 +7,24 @@ use tokio::task::JoinHandle;
 
 use crate::delivery::PartitionKey;
 use crate::protocol::Commit;
-use crate::source::kafka::{KafkaCommitter, KafkaSourceError};
+use crate::source::kafka::KafkaCommitter;
 
 pub(super) type CommitBatch = Vec<Commit<PartitionKey>>;
-pub(super) type CommitResult = (CommitBatch, Result<(), KafkaSourceError>);
+
+/// How one commit request went. Commits of partitions revoked since they were requested are
+/// in neither list: the protocol forgets that assignment anyway.
+#[derive(Debug, Default)]
+pub(super) struct CommitAnswer {
+    pub acknowledged: CommitBatch,
+    pub failed: CommitBatch,
+    /// Why the failed ones failed.
+    pub error: Option<String>,
+}
 
 /// The commit task: where requests go, where results come back, and the task itself.
 pub(super) type CommitTask = (
     UnboundedSender<CommitBatch>,
-    UnboundedReceiver<CommitResult>,
+    UnboundedReceiver<CommitAnswer>,
     JoinHandle<()>,
 );
 
@@ -41,8 +50,35 @@ pub(super) fn spawn_committer(committer: KafkaCommitter) -> CommitTask {
                     metadata,
                 ));
             }
-            let result = committer.commit(offsets).await;
-            if res_tx.send((owned, result)).is_err() {
+            let answer = match committer.commit(offsets.clone()).await {
+                Ok(()) => CommitAnswer {
+                    acknowledged: owned,
+                    ..CommitAnswer::default()
+                },
+                // librdkafka reports one error for the request when any partition in it fails:
+                // one partition's permanent error (a deleted topic, a denied one) must not hold
+                // back the others, so each is tried on its own.
+                Err(e) if owned.len() > 1 => {
+                    let mut answer = CommitAnswer::default();
+                    for (commit, offset) in owned.into_iter().zip(offsets) {
+                        match committer.commit(vec![offset]).await {
+                            Ok(()) => answer.acknowledged.push(commit),
+                            Err(e) => {
+                                answer.failed.push(commit);
+                                answer.error = Some(e.to_string());
+                            }
+                        }
+                    }
+                    answer.error = answer.error.or(Some(e.to_string()));
+                    answer
+                }
+                Err(e) => CommitAnswer {
+                    failed: owned,
+                    error: Some(e.to_string()),
+                    ..CommitAnswer::default()
+                },
+            };
+            if res_tx.send(answer).is_err() {
                 break;
             }
         }

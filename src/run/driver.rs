@@ -10,7 +10,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::committer::{CommitBatch, CommitResult};
+use super::committer::{CommitAnswer, CommitBatch};
 use super::{MAX_COMMIT_FAILURES, RunError};
 use crate::delivery::Completion;
 use crate::pipeline::{Pipeline, Stopped};
@@ -21,7 +21,7 @@ pub(super) trait OffsetStore {
     /// Hands one request over; false when the store is gone.
     fn send(&mut self, commits: CommitBatch) -> bool;
     /// The next answer; pending while none is due. Cancel-safe (it is raced in `select!`).
-    fn answer(&mut self) -> impl Future<Output = Option<(CommitBatch, Result<(), String>)>>;
+    fn answer(&mut self) -> impl Future<Output = Option<CommitAnswer>>;
 }
 
 /// A file has no offset store: every commit succeeds at once.
@@ -34,9 +34,12 @@ impl OffsetStore for NoOffsetStore {
         true
     }
 
-    async fn answer(&mut self) -> Option<(CommitBatch, Result<(), String>)> {
+    async fn answer(&mut self) -> Option<CommitAnswer> {
         match self.0.pop_front() {
-            Some(batch) => Some((batch, Ok(()))),
+            Some(acknowledged) => Some(CommitAnswer {
+                acknowledged,
+                ..CommitAnswer::default()
+            }),
             None => std::future::pending().await,
         }
     }
@@ -45,7 +48,7 @@ impl OffsetStore for NoOffsetStore {
 /// Kafka's group coordinator, through the commit task (see `committer`).
 pub(super) struct KafkaOffsetStore {
     pub requests: UnboundedSender<CommitBatch>,
-    pub answers: UnboundedReceiver<CommitResult>,
+    pub answers: UnboundedReceiver<CommitAnswer>,
 }
 
 impl OffsetStore for KafkaOffsetStore {
@@ -53,9 +56,8 @@ impl OffsetStore for KafkaOffsetStore {
         self.requests.send(commits).is_ok()
     }
 
-    async fn answer(&mut self) -> Option<(CommitBatch, Result<(), String>)> {
-        let (batch, result) = self.answers.recv().await?;
-        Some((batch, result.map_err(|e| e.to_string())))
+    async fn answer(&mut self) -> Option<CommitAnswer> {
+        self.answers.recv().await
     }
 }
 
@@ -128,31 +130,33 @@ impl<S: OffsetStore> Driver<S> {
     }
 
     /// A commit request was answered.
-    pub fn on_answer(
-        &mut self,
-        (batch, result): (CommitBatch, Result<(), String>),
-    ) -> Result<(), RunError> {
+    pub fn on_answer(&mut self, answer: CommitAnswer) -> Result<(), RunError> {
         self.commits_in_flight = self.commits_in_flight.saturating_sub(1);
-        match result {
-            Ok(()) => {
-                METRICS.commits.add(batch.len() as u64);
-                self.commit_failures = 0;
-                self.pipeline.commits_acknowledged(&batch);
-            }
-            Err(e) => {
-                METRICS.commit_failures.inc();
-                self.commit_failures += 1;
-                let partitions: Vec<_> = batch.iter().map(|c| &c.partition).collect();
-                tracing::warn!(error = %e, ?partitions,
-                    "offset commit failed; its segments wait and the commit is retried");
-                self.pipeline.commits_failed(&batch);
-                if self
-                    .give_up_after
-                    .is_some_and(|max| self.commit_failures >= max)
-                {
-                    return Err(RunError::Commit(e));
-                }
-            }
+        let CommitAnswer {
+            acknowledged,
+            failed,
+            error,
+        } = answer;
+        if !acknowledged.is_empty() {
+            METRICS.commits.add(acknowledged.len() as u64);
+            self.pipeline.commits_acknowledged(&acknowledged);
+        }
+        if failed.is_empty() {
+            self.commit_failures = 0;
+            return Ok(());
+        }
+        let error = error.unwrap_or_default();
+        METRICS.commit_failures.inc();
+        self.commit_failures += 1;
+        let partitions: Vec<_> = failed.iter().map(|c| &c.partition).collect();
+        tracing::warn!(%error, ?partitions,
+            "offset commit failed; its segments wait and the commit is retried");
+        self.pipeline.commits_failed(&failed);
+        if self
+            .give_up_after
+            .is_some_and(|max| self.commit_failures >= max)
+        {
+            return Err(RunError::Commit(error));
         }
         Ok(())
     }

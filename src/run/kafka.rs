@@ -24,7 +24,7 @@ use super::watermarks::Watermarks;
 use super::{RunError, RunOptions, Stops, fresh_lineage};
 use crate::config::{KafkaSettings, Settings};
 use crate::pipeline::{Pause, Pipeline, RunStats, Stopped};
-use crate::protocol::{Assignment, Committed, Token};
+use crate::protocol::{Assignment, Committed, StopReason, Token};
 use crate::source::kafka::{KafkaEvent, KafkaSource, PartitionStart, TopicPartition};
 use crate::source::reader::{
     ConsumeError, Fetched, PartitionReader, Read, ReadFailure, ReadFrom, read_ahead_budget,
@@ -62,7 +62,8 @@ struct Loop<'a> {
 struct Owned {
     /// The ownership token of its assignment.
     token: u64,
-    reader: PartitionReader,
+    /// `None` while it waits to be tried again after a seek that did not go through.
+    reader: Option<PartitionReader>,
     /// The offset after the last record taken (or the position a reader reported), from its
     /// starting point on: where a stop leaves it.
     next: i64,
@@ -85,7 +86,7 @@ impl Loop<'_> {
                     let token = tokens.get(&s.partition).copied().unwrap_or_default();
                     let partition = s.partition.clone();
                     self.assigned.insert(partition.clone(), token);
-                    let from = self.take_partition(s, token).await?;
+                    let from = self.take_partition(s, token, false).await?;
                     fetch.push((partition, token, from));
                 }
                 self.kafka.start_fetching(&fetch)?;
@@ -118,11 +119,14 @@ impl Loop<'_> {
     }
 
     /// Starts owning one assigned partition: the protocol decides where reading starts (or
-    /// that it cannot: `None`), and its reader is made ready for it.
+    /// that it cannot: `None`), and its reader is made ready for it. `again`: a partition that
+    /// could not start before, now fetching from the log's end: it is moved to its start
+    /// first, and stays stopped (tried again later) if that move does not go through.
     async fn take_partition(
         &mut self,
         s: PartitionStart,
         token: u64,
+        again: bool,
     ) -> Result<Option<i64>, RunError> {
         let (topic, partition) = s.partition.clone();
         tracing::info!(%topic, partition, committed = ?s.committed, log_start = s.low,
@@ -143,7 +147,9 @@ impl Loop<'_> {
             log_end: s.high,
             fresh_lineage: fresh_lineage(),
         };
-        self.release(&s.partition).await;
+        if !again {
+            self.release(&s.partition).await;
+        }
         let start = match self.driver.pipeline.assign(&topic, partition, assignment) {
             Ok(start) => start,
             Err(reason) => {
@@ -156,6 +162,24 @@ impl Loop<'_> {
                 return Ok(None);
             }
         };
+        if again {
+            if let Err(e) = self.kafka.seek(s.partition.clone(), start.from).await {
+                // Reading from where librdkafka stands would skip to the log's end.
+                self.stop(PartitionStop::Protocol {
+                    topic,
+                    partition,
+                    offset: start.from,
+                    reason: StopReason::CommittedUnreadable(format!(
+                        "cannot move the partition to offset {}: {e}",
+                        start.from
+                    )),
+                });
+                return Ok(None);
+            }
+            if self.stopped.release(&s.partition) {
+                self.health.partition_released(&topic, partition);
+            }
+        }
         if start.reset {
             tracing::warn!(%topic, partition, from = start.from, log_start = s.low,
                 log_end = s.high, "the committed offset is out of range and auto.offset.reset \
@@ -174,7 +198,7 @@ impl Loop<'_> {
         )?;
         let owned = Owned {
             token,
-            reader,
+            reader: Some(reader),
             next: start.from,
         };
         self.readers.insert(s.partition.clone(), owned);
@@ -188,8 +212,8 @@ impl Loop<'_> {
 
     /// Stops reading a partition (revoked, or assigned afresh) and forgets why it stopped.
     async fn release(&mut self, tp: &TopicPartition) {
-        if let Some(owned) = self.readers.remove(tp) {
-            owned.reader.stop().await;
+        if let Some(reader) = self.readers.remove(tp).and_then(|o| o.reader) {
+            reader.stop().await;
         }
         if self.stopped.release(tp) {
             self.health.partition_released(&tp.0, tp.1);
@@ -272,35 +296,30 @@ impl Loop<'_> {
     /// Tries the stopped partitions whose backoff is over again, each from its first
     /// undelivered offset (librdkafka may have skipped past it).
     async fn retry_stopped(&mut self) -> Result<(), RunError> {
+        let mut lookups = HashMap::new();
         for (tp, offset) in self.stopped.due(Instant::now().into_std()) {
-            let Some(owned) = self.readers.remove(&tp) else {
-                // Never started: its commit could not be read. Look it up again; it is fetched
-                // (from the log's end, paused) since its assignment, so a seek moves it.
-                let Some(token) = self.assigned.get(&tp).copied() else {
-                    continue;
-                };
-                tracing::info!(topic = %tp.0, partition = tp.1,
-                    "looking up the commit of a partition that could not start, again");
-                let starts = self
-                    .kafka
-                    .partition_starts(vec![tp.clone()], START_LOOKUP_TIMEOUT)
-                    .await?;
-                for s in starts {
-                    if let Some(from) = self.take_partition(s, token).await?
-                        && let Err(e) = self.kafka.seek(tp.clone(), from).await
-                    {
-                        tracing::warn!(topic = %tp.0, partition = tp.1, from, error = %e,
-                            "cannot move a partition to its starting offset");
-                    }
+            let Some(mut owned) = self.readers.remove(&tp) else {
+                // Never started: its commit could not be read. All such partitions are looked
+                // up again in one request.
+                if let Some(token) = self.assigned.get(&tp).copied() {
+                    lookups.insert(tp, token);
                 }
-                self.applied = None;
                 continue;
             };
-            owned.reader.stop().await;
+            if let Some(reader) = owned.reader.take() {
+                reader.stop().await;
+            }
             if let Err(e) = self.kafka.seek(tp.clone(), offset).await {
+                // Reading on from where librdkafka stands could skip what it skipped: stay
+                // stopped, with no reader, and try again after the next backoff.
                 tracing::warn!(topic = %tp.0, partition = tp.1, offset, error = %e,
                     "cannot move a stopped partition back to its first undelivered offset; \
                      trying again later");
+                if let Some(stop) = self.stopped.error(&tp) {
+                    self.stop(stop);
+                }
+                self.readers.insert(tp, owned);
+                continue;
             }
             tracing::info!(topic = %tp.0, partition = tp.1, offset,
                 "trying a partition stopped on a consume error again");
@@ -315,14 +334,25 @@ impl Loop<'_> {
                 self.budget.clone(),
                 self.fetched.clone(),
             )?;
-            self.readers.insert(
-                tp,
-                Owned {
-                    token: owned.token,
-                    reader,
-                    next: offset,
-                },
+            owned.reader = Some(reader);
+            owned.next = offset;
+            self.readers.insert(tp, owned);
+        }
+        if !lookups.is_empty() {
+            let partitions: Vec<TopicPartition> = lookups.keys().cloned().collect();
+            tracing::info!(
+                ?partitions,
+                "looking up the commits of partitions that could not start, again"
             );
+            let starts = self
+                .kafka
+                .partition_starts(partitions, START_LOOKUP_TIMEOUT)
+                .await?;
+            for s in starts {
+                let token = lookups.get(&s.partition).copied().unwrap_or_default();
+                self.take_partition(s, token, true).await?;
+            }
+            self.applied = None;
         }
         Ok(())
     }
@@ -517,8 +547,8 @@ pub(super) async fn run_kafka(
     }
     .await;
     let stats = state.driver.pipeline.stats;
-    for (_, owned) in state.readers.drain() {
-        owned.reader.stop().await;
+    for reader in state.readers.drain().filter_map(|(_, o)| o.reader) {
+        reader.stop().await;
     }
     let stopped = state.stopped.into_errors();
     // Ends the commit task (its requests channel closes), which holds the consumer too: the

@@ -157,6 +157,11 @@ impl StoppedPartitions {
         self.stops.remove(tp).is_some()
     }
 
+    /// Why `tp` is stopped, if it is.
+    pub(super) fn error(&self, tp: &TopicPartition) -> Option<PartitionStop> {
+        self.stops.get(tp).map(|s| s.error.clone())
+    }
+
     /// Whether `tp` is stopped (being tried again or not).
     pub(super) fn contains(&self, tp: &TopicPartition) -> bool {
         self.stops.contains_key(tp)
