@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-use support::http::{endpoint_address, eventually, get};
+use support::http::{endpoint_address, eventually, metric};
 use support::kafka::MockKafka;
 use support::s3::TestS3;
 use support::workers::{
@@ -36,14 +36,6 @@ fn config_with(
     text.push_str("\n[telemetry]\nlisten = \"127.0.0.1:0\"\n");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// A counter or gauge from `/metrics`.
-async fn metric(addr: &str, name: &str) -> u64 {
-    let (_, body) = get(addr, "/metrics").await;
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// Starts a worker on `events` (1 partition, 100 events committed), then produces 50 more,

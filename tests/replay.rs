@@ -14,19 +14,11 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use support::http::{endpoint_address, eventually, get};
+use support::http::{endpoint_address, eventually, metric};
 use support::kafka::{MockKafka, Produce};
 use support::read;
 use support::s3::TestS3;
 use support::workers::{spawn_worker, terminate, worker_config};
-
-/// A counter or gauge from `/metrics`.
-async fn metric(addr: &str, name: &str) -> u64 {
-    let (_, body) = get(addr, "/metrics").await;
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0)
-}
 
 fn produce(kafka: &MockKafka, partition: i32, range: std::ops::Range<usize>, pad: usize) {
     let payloads: Vec<String> = range

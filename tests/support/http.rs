@@ -27,6 +27,14 @@ pub async fn request(addr: &str, raw: &[u8]) -> (u16, String) {
     (status, body)
 }
 
+/// A counter or gauge without labels from `/metrics`; 0 when absent.
+pub async fn metric(addr: &str, name: &str) -> u64 {
+    let (_, body) = get(addr, "/metrics").await;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 pub async fn get(addr: &str, path: &str) -> (u16, String) {
     request(
         addr,
