@@ -2,7 +2,7 @@
 # The README's test command: installs what the tests need, builds the binary users run, and
 # runs the whole suite against it.
 #
-#   bash scripts/test.sh [cargo test arguments]     e.g. bash scripts/test.sh --test regression
+#   bash scripts/test.sh [cargo test arguments]     e.g. bash scripts/test.sh --test it regression::
 #
 # The child-process tests (cli, crash, shutdown, connection-test, regression, interop, ...) run
 # the release binary built exactly as the README and the Dockerfile build it, through PAIL_BIN:

@@ -9,7 +9,7 @@ OUT_DIR/TOPIC. Dead letters under OUT_DIR/_errors are not read. PROBE_ID (defaul
 `id` of the row reported field by field.
 
 Prints one JSON object (sorted keys) with what each reader saw: {"pyarrow": {...},
-"duckdb": {...}, "files": [...]}. The test tests/interop.rs compares it with what it wrote.
+"duckdb": {...}, "files": [...]}. The test tests/it/interop.rs compares it with what it wrote.
 Exits 3 when a reader is not installed, 1 on any other error, with the reason on stderr.
 """
 

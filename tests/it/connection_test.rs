@@ -6,7 +6,7 @@
 //!
 //! Needs `weed` and moto (`bash scripts/setup.sh --tests`).
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::Duration;

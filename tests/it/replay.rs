@@ -9,7 +9,7 @@
 //! test `replay_over_the_memory_budget_does_not_make_other_partitions_seal_tiny_segments`
 //! does, deterministically.)
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -9,7 +9,7 @@
 //!   a run or while a partition waits for its destination: that partition stops loudly at its
 //!   first undelivered offset; nothing past the gap is committed; the others are delivered.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! float halfway) are written as files of the target size, not one file per change; each
 //! file carries every field its topic has shown so far, null where its rows lack it.
 
-mod support;
+use crate::support;
 
 use std::fs::File;
 use std::io::Write;

@@ -25,7 +25,7 @@
 //! Needs python3 with pyarrow and duckdb (`bash scripts/setup.sh --tests` installs them); without them
 //! the test fails rather than skips.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! SIGTERM: the worker stops consuming, seals what is open, delivers, commits and exits 0
 //! within `shutdown_timeout`; what it committed is exactly what it delivered.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

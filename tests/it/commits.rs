@@ -8,7 +8,7 @@
 //! - with the default cooperative rebalancing, a partition that stays with a worker keeps its
 //!   open segment: nothing of it is read again.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! destination delivers everything meanwhile, and the one that was down catches up, exactly
 //! once, when its store answers again.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::path::Path;

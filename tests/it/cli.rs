@@ -1,7 +1,7 @@
 //! The `pail` binary as a user runs it: exit codes, messages, and a real `run --once` against
 //! a mock Kafka cluster and an S3 server in a child process.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

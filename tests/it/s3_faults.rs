@@ -2,7 +2,7 @@
 //! saw the request, and a reset after the store saved the object (the retry must get 412 and
 //! move on). Everything is delivered once and nothing is overwritten.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::time::Duration;

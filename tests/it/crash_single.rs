@@ -4,7 +4,7 @@
 //! once, every malformed record was dead-lettered exactly once, and no object was ever
 //! overwritten.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! Cloud Storage's own create-only precondition (`x-goog-if-generation-match: 0`) instead of
 //! `If-None-Match` for `provider = "gcs"`.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! `--once` run, run twice, and in a long-running worker that reports the stop in `/healthz`
 //! and `/metrics`.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

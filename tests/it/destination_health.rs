@@ -5,7 +5,7 @@
 //! topics are not even consumed until the test passes. Also: the endpoint answers hostile
 //! requests without harm.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -5,7 +5,7 @@
 //! hands mid-delivery: a new owner recovering recorded segment ends, and replayed uploads
 //! answered 412.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

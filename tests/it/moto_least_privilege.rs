@@ -5,7 +5,7 @@
 //! Needs moto and boto3 (`bash scripts/setup.sh --tests` installs `moto[server]` from PyPI); moto is
 //! started through `tests/moto/server.py`, which fixes its SigV4 check for keys with `+`/`=`.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::path::Path;

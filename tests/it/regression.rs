@@ -2,7 +2,7 @@
 //! it: `PAIL_BIN`, which CI and `scripts/test.sh` set to `cargo build --release --locked --bin
 //! pail` (see `support::pail_bin`).
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::Duration;

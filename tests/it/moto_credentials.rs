@@ -7,7 +7,7 @@
 //!
 //! Needs moto and boto3 (`bash scripts/setup.sh --tests` installs `moto[server]` from PyPI).
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::Duration;

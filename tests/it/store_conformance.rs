@@ -2,7 +2,7 @@
 //! must behave the same — create-if-absent, never overwrite, idempotent delete — and the whole
 //! pipeline must write the same objects to both.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! End to end, in process: a mock Kafka cluster (real protocol) → `pail::run` with `--once`
 //! semantics → an S3 server; every object is read back with the parquet crate.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -4,7 +4,7 @@
 //! written + dead-lettered (or skipped) = consumed, offset by offset, with dead letters
 //! keeping the raw bytes.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

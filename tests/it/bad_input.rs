@@ -1,7 +1,7 @@
 //! Hostile and malformed input: never a panic, never a lost valid record, and every bad record
 //! named by file and line (or topic, partition and offset) under each `on_bad_record` policy.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

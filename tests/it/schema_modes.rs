@@ -2,7 +2,7 @@
 //! that do not fit dead-lettered with a reason naming the field (or stopping the run under
 //! `fail`), and the rows that fit written with exactly the declared types.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::Duration;

@@ -18,7 +18,7 @@ use ring::rand::SystemRandom;
 use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use tokio::net::TcpListener;
 
-const KEY: &[u8] = include_bytes!("../fixtures/oidc-test-key.der");
+const KEY: &[u8] = include_bytes!("../../fixtures/oidc-test-key.der");
 
 type Handler = Arc<dyn Fn(&Request<Incoming>) -> (u16, String) + Send + Sync>;
 

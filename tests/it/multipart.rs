@@ -2,7 +2,7 @@
 //! `If-None-Match: *`; a Complete answered 412 (an earlier attempt wrote the object) or failed
 //! is aborted, and a reset after the store completed the upload is retried into a 412.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::time::Duration;
