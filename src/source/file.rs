@@ -24,6 +24,17 @@ pub struct FileSource {
     topic: Arc<str>,
     line: i64,
     max_bytes: usize,
+    /// The line being read: kept across calls, so that a `next` dropped half way (the run
+    /// loop races it against everything else) loses none of what it consumed.
+    partial: Partial,
+}
+
+/// A line read in part.
+#[derive(Default)]
+struct Partial {
+    bytes: Vec<u8>,
+    oversized: bool,
+    any: bool,
 }
 
 impl FileSource {
@@ -47,10 +58,11 @@ impl FileSource {
             topic: Arc::from(FILE_TOPIC),
             line: 0,
             max_bytes,
+            partial: Partial::default(),
         })
     }
 
-    /// The next non-blank line as a record; `None` at end of input.
+    /// The next non-blank line as a record; `None` at end of input. Cancel-safe.
     pub async fn next(&mut self) -> Result<Option<Record>, FileSourceError> {
         loop {
             let Some((mut bytes, oversized)) = self.read_line().await? else {
@@ -80,9 +92,6 @@ impl FileSource {
 
     /// Reads one line, keeping at most `max_bytes + 1` bytes of it.
     async fn read_line(&mut self) -> Result<Option<(Vec<u8>, bool)>, FileSourceError> {
-        let mut out = Vec::new();
-        let mut oversized = false;
-        let mut any = false;
         loop {
             let buf = self
                 .reader
@@ -92,23 +101,32 @@ impl FileSource {
                     path: self.path.clone(),
                     source,
                 })?;
+            let partial = &mut self.partial;
             if buf.is_empty() {
-                return Ok(any.then_some((out, oversized)));
+                let Partial {
+                    bytes,
+                    oversized,
+                    any,
+                } = std::mem::take(partial);
+                return Ok(any.then_some((bytes, oversized)));
             }
-            any = true;
+            partial.any = true;
             let (chunk, done) = match buf.iter().position(|b| *b == b'\n') {
                 Some(i) => (&buf[..=i], true),
                 None => (buf, false),
             };
-            let room = (self.max_bytes + 1).saturating_sub(out.len());
+            let room = (self.max_bytes + 1).saturating_sub(partial.bytes.len());
             if chunk.len() > room {
-                oversized = true;
+                partial.oversized = true;
             }
-            out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            partial
+                .bytes
+                .extend_from_slice(&chunk[..chunk.len().min(room)]);
             let used = chunk.len();
             self.reader.consume(used);
             if done {
-                return Ok(Some((out, oversized)));
+                let line = std::mem::take(partial);
+                return Ok(Some((line.bytes, line.oversized)));
             }
         }
     }
@@ -116,6 +134,10 @@ impl FileSource {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use tokio::io::AsyncWriteExt;
+
     use super::*;
 
     #[tokio::test]
@@ -131,6 +153,33 @@ mod tests {
         assert_eq!((r4.offset, r4.payload.unwrap().len()), (4, 11));
         let r5 = src.next().await.unwrap().unwrap();
         assert_eq!((r5.offset, r5.payload.unwrap()), (5, b"{\"b\":2}".to_vec()));
+        assert!(src.next().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_read_dropped_half_way_through_a_line_loses_none_of_it() {
+        // A pipe (stdin) delivers a line in two writes; the run loop drops `next` in between
+        // (a tick, a finished upload).
+        let (mut tx, rx) = tokio::io::duplex(64);
+        let mut src = FileSource {
+            path: None,
+            reader: Box::new(BufReader::new(rx)),
+            topic: Arc::from(FILE_TOPIC),
+            line: 0,
+            max_bytes: 1 << 20,
+            partial: Partial::default(),
+        };
+        tx.write_all(b"{\"first\":\"half").await.unwrap();
+        // A zero timeout polls `next` once (it reads the half line) and drops it.
+        let dropped = tokio::time::timeout(Duration::ZERO, src.next()).await;
+        assert!(dropped.is_err(), "no whole line yet");
+        tx.write_all(b" and the rest\"}\n").await.unwrap();
+        drop(tx);
+        let record = src.next().await.unwrap().unwrap();
+        assert_eq!(
+            (record.offset, record.payload.unwrap()),
+            (1, b"{\"first\":\"half and the rest\"}".to_vec())
+        );
         assert!(src.next().await.unwrap().is_none());
     }
 
