@@ -2,12 +2,16 @@
 //! rotation policy seals them.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::RotationSettings;
 use crate::protocol::Lineage;
 use crate::schema::{Fields, FileSchema};
+
+/// What an open path costs beyond its name: the map entry and its file's three vectors.
+const PATH_OVERHEAD: usize = size_of::<OpenFile>() + size_of::<String>() + 32;
 
 /// Where a record sits in its source, kept for metadata columns and provenance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,8 +93,12 @@ pub struct Segment {
     pub lineage: Option<Lineage>,
     /// Records that will be written (data rows plus dead letters).
     pub records: u64,
-    /// Buffered bytes (payloads and dead letters).
+    /// Buffered record bytes (payloads, keys and dead-letter lines): what `max_bytes` limits.
     pub bytes: usize,
+    /// Memory the segment holds: `bytes` plus each row's offsets and timestamp and each open
+    /// path, which for ~100-byte events is a third as much again. What the memory budget
+    /// counts.
+    pub held: usize,
     opened: Instant,
 }
 
@@ -111,6 +119,7 @@ impl Segment {
             lineage: None,
             records: 0,
             bytes: 0,
+            held: 0,
             opened: Instant::now(),
         }
     }
@@ -129,7 +138,13 @@ impl Segment {
         offset: i64,
         timestamp_ms: Option<i64>,
     ) {
-        let file = self.files.entry(path).or_default();
+        let file = match self.files.entry(path) {
+            Entry::Occupied(file) => file.into_mut(),
+            Entry::Vacant(slot) => {
+                self.held += slot.key().len() + PATH_OVERHEAD;
+                slot.insert(OpenFile::default())
+            }
+        };
         file.payloads.extend_from_slice(payload);
         file.keys.extend_from_slice(key.unwrap_or_default());
         file.rows.push(RowMeta {
@@ -140,7 +155,9 @@ impl Segment {
             has_key: key.is_some(),
         });
         self.records += 1;
-        self.bytes += payload.len() + key.map_or(0, <[u8]>::len);
+        let len = payload.len() + key.map_or(0, <[u8]>::len);
+        self.bytes += len;
+        self.held += len + size_of::<RowMeta>();
         self.end = offset;
     }
 
@@ -151,6 +168,7 @@ impl Segment {
         self.dead_letter_count += 1;
         self.records += 1;
         self.bytes += line.len() + 1;
+        self.held += line.len() + 1;
         self.end = offset;
     }
 

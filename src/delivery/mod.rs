@@ -89,6 +89,7 @@ pub struct Completion {
     pub handoff: Option<Handoff>,
     /// Index of the destination the segment was written to.
     pub destination: usize,
+    /// Memory the segment held (`Segment::held`), released from the destination's load.
     pub bytes: usize,
     pub result: Result<SegmentReport, DeliveryError>,
 }
@@ -133,13 +134,13 @@ impl Delivery {
         let destination = seg.destination;
         let load = self.load.entry(destination).or_default();
         load.segments += 1;
-        load.bytes += seg.bytes;
+        load.bytes += seg.held;
         let uploads = self.uploads.clone();
         let encoders = self.encoders.clone();
         let policy = self.policy;
         let shutdown = self.shutdown.clone();
         self.tasks.spawn(async move {
-            let bytes = seg.bytes;
+            let bytes = seg.held;
             let result = deliver(seg, target, uploads, encoders, policy, shutdown).await;
             Completion {
                 handoff: Some(handoff),

@@ -174,7 +174,7 @@ impl Pipeline {
 
     fn drop_buffers(&mut self, key: &PartitionKey) {
         if let Some(seg) = self.open.remove(key) {
-            self.open_bytes = self.open_bytes.saturating_sub(seg.bytes);
+            self.open_bytes = self.open_bytes.saturating_sub(seg.held);
         }
         self.sealed.retain(|(k, _), _| k != key);
     }
@@ -228,8 +228,9 @@ impl Pipeline {
             Ok(path) => {
                 let payload = rec.payload.as_deref().unwrap_or_default();
                 let key_bytes = rec.key.as_deref();
+                let before = seg.held;
                 seg.push_row(path, payload, key_bytes, rec.offset, rec.timestamp_ms);
-                self.open_bytes += payload.len() + key_bytes.map_or(0, <[u8]>::len);
+                self.open_bytes += seg.held - before;
             }
             Err(reason) => self.bad_record(&key, &rec, reason)?,
         }
@@ -262,7 +263,7 @@ impl Pipeline {
                 .open
                 .iter()
                 .filter(|(k, _)| !self.protocol.at_cap(k))
-                .max_by_key(|(_, s)| s.bytes)
+                .max_by_key(|(_, s)| s.held)
                 .map(|(k, _)| k.clone())
             else {
                 return;
@@ -298,8 +299,9 @@ impl Pipeline {
             BadRecordPolicy::DeadLetter => {
                 tracing::debug!(%location, %reason, "dead-lettering bad record");
                 let line = dead_letter::dead_letter_line(rec, &reason);
-                self.open_bytes += line.len() + 1;
+                let before = seg.held;
                 seg.push_dead_letter(&line, rec.offset);
+                self.open_bytes += seg.held - before;
             }
         }
         Ok(())
@@ -320,13 +322,13 @@ impl Pipeline {
     /// Seals where `cut` says; a recorded end no record reached seals an empty segment.
     /// Returns whether a segment was sealed.
     fn cut(&mut self, key: &PartitionKey, dest_idx: usize, cut: Cut, reason: SealReason) -> bool {
-        let bytes = self.open.get(key).map_or(0, |s| s.bytes);
+        let bytes = self.open.get(key).map_or(0, |s| s.held);
         let Some(id) = self.protocol.seal(key, cut, bytes) else {
             return false;
         };
         let mut seg = match self.open.remove(key) {
             Some(seg) => {
-                self.open_bytes = self.open_bytes.saturating_sub(seg.bytes);
+                self.open_bytes = self.open_bytes.saturating_sub(seg.held);
                 seg
             }
             None => Segment::new(key.0.clone(), key.1, dest_idx, id.start),
@@ -422,7 +424,7 @@ impl Pipeline {
                     reason,
                 } => {
                     if let Some(seg) = self.open.remove(&partition) {
-                        self.open_bytes = self.open_bytes.saturating_sub(seg.bytes);
+                        self.open_bytes = self.open_bytes.saturating_sub(seg.held);
                     }
                     due.stops.push(Stopped {
                         partition,
@@ -455,8 +457,7 @@ impl Pipeline {
     /// that refuses has its partitions paused instead (see [`Pipeline::pause`]), so what it
     /// holds stopped growing when it began failing, and the others go on.
     fn over_limits(&self) -> bool {
-        let (mut segments, mut bytes) =
-            (0, self.open_bytes + self.protocol.awaiting_intent_bytes());
+        let (mut segments, mut bytes) = (0, self.held_bytes());
         for (i, d) in self.router.destinations.iter().enumerate() {
             if !d.target.health.failing() {
                 let load = self.delivery.load(i);
@@ -520,9 +521,13 @@ impl Pipeline {
         METRICS
             .segments_in_flight
             .set(self.delivery.in_flight() as u64);
-        METRICS
-            .buffered_bytes
-            .set((self.open_bytes + self.protocol.awaiting_intent_bytes()) as u64);
+        METRICS.buffered_bytes.set(self.held_bytes() as u64);
+    }
+
+    /// Memory held by segments not yet handed to delivery: open ones, and sealed ones waiting
+    /// for their intent.
+    pub fn held_bytes(&self) -> usize {
+        self.open_bytes + self.protocol.awaiting_intent_bytes()
     }
 
     /// Segments being encoded or uploaded.

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
+use crate::buffer::RowMeta;
 use crate::delivery::{Delivery, RetryPolicy, Target};
 use crate::protocol::{
     Committed, Lineage, MAX_METADATA_BYTES, MAX_UNDELIVERED_PER_PARTITION, Token,
@@ -195,14 +196,14 @@ async fn a_partition_at_its_cap_stops_sealing_so_its_intent_stays_bounded() {
 async fn replay_over_the_memory_budget_does_not_make_other_partitions_seal_tiny_segments() {
     let dir = tempfile::tempdir().unwrap();
     let mut p = pipeline(dir.path(), 1000);
-    p.limits.max_buffer_bytes = 200;
-    // Partition 0 replays a recorded segment of 50 records (about 12 bytes each: over the
-    // budget); partition 1 is fresh.
+    // Partition 0 replays a recorded segment of 50 records (over the budget); partition 1 is
+    // fresh.
     assign(&mut p, 0, 0, format!("pail2:{}:49", lineage()));
     assign(&mut p, 1, 0, String::new());
     let mut one = record(0);
     one.partition = 1;
     p.ingest(one).unwrap();
+    p.limits.max_buffer_bytes = p.held_bytes() * 4;
     for offset in 0..40 {
         p.ingest(record(offset)).unwrap();
     }
@@ -222,11 +223,17 @@ async fn replay_over_the_memory_budget_does_not_make_other_partitions_seal_tiny_
 async fn sealed_segments_waiting_for_their_intent_count_against_the_budget() {
     let dir = tempfile::tempdir().unwrap();
     let mut p = pipeline(dir.path(), 10);
-    p.limits.max_buffer_bytes = 300;
     assign(&mut p, 0, 0, String::new());
-    // 30 records of about 8 bytes, sealed every 10: nothing is open, but no intent is
-    // acknowledged (a slow coordinator), so all of it is still held.
-    for offset in 0..30 {
+    for offset in 0..10 {
+        p.ingest(record(offset)).unwrap();
+    }
+    // Each row costs its payload (about 8 bytes) and its offsets and timestamp.
+    let one = p.held_bytes();
+    assert!(one >= 10 * (8 + size_of::<RowMeta>()), "{one}");
+    p.limits.max_buffer_bytes = one * 3 + one / 2;
+    // 30 records sealed every 10: nothing is open, but no intent is acknowledged (a slow
+    // coordinator), so all of it is still held.
+    for offset in 10..30 {
         p.ingest(record(offset)).unwrap();
     }
     assert_eq!(p.undelivered(), 3);
