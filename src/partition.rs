@@ -12,8 +12,9 @@ use thiserror::Error;
 
 use crate::decode::json_type_name;
 
-/// Longest encoded field value kept verbatim in a key; longer ones are cut and hashed.
-const MAX_VALUE_LEN: usize = 128;
+/// Longest encoded field value (or topic) kept verbatim in a key, in bytes; longer ones are
+/// cut and hashed.
+pub const MAX_VALUE_LEN: usize = 128;
 /// What a missing, null or empty field renders as (the name Hive, Spark and Athena read as null).
 pub const NULL_VALUE: &str = "__HIVE_DEFAULT_PARTITION__";
 
@@ -186,6 +187,36 @@ impl KeyTemplate {
     }
 
     /// The directory part of an object key for one record. Field values are sanitised.
+    /// The longest path segment (between `/`) this template can render, in bytes: literals as
+    /// written, topics and field values at their sanitised cap, times rendered on a date that
+    /// spells every name out at length.
+    pub fn longest_segment(&self) -> usize {
+        let Some(long_date) = chrono::NaiveDate::from_ymd_opt(2000, 9, 27)
+            .and_then(|d| d.and_hms_nano_opt(23, 59, 59, 999_999_999))
+        else {
+            return 0;
+        };
+        let long_date = long_date.and_utc();
+        let (mut longest, mut current) = (0, 0);
+        for part in &self.parts {
+            let text = match part {
+                Part::Literal(s) => s.clone(),
+                Part::Topic | Part::Field(_) => "x".repeat(MAX_VALUE_LEN),
+                Part::Partition => i32::MIN.to_string(),
+                Part::Time(fmt) => long_date.format(fmt).to_string(),
+            };
+            let mut pieces = text.split('/');
+            if let Some(first) = pieces.next() {
+                current += first.len();
+            }
+            for piece in pieces {
+                longest = longest.max(current);
+                current = piece.len();
+            }
+        }
+        longest.max(current)
+    }
+
     pub fn render(
         &self,
         topic: &str,
@@ -266,6 +297,16 @@ mod tests {
         DateTime::parse_from_rfc3339("2024-03-05T07:08:09Z")
             .unwrap()
             .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn the_longest_segment_counts_values_at_their_cap() {
+        let t = KeyTemplate::parse("{topic}/dt={ts:%Y-%m-%d}/hour={ts:%H}").unwrap();
+        assert_eq!(t.longest_segment(), MAX_VALUE_LEN);
+        let t = KeyTemplate::parse("c={field:country}-{field:city}/x").unwrap();
+        assert_eq!(t.longest_segment(), 2 + 2 * MAX_VALUE_LEN + 1);
+        let t = KeyTemplate::parse("month={ts:%B}").unwrap();
+        assert_eq!(t.longest_segment(), "month=September".len());
     }
 
     #[test]

@@ -14,7 +14,10 @@ use super::settings::{
     ParquetSettings, Problems, RotationSettings, UploadSettings,
 };
 use super::units::{parse_duration, parse_size};
-use crate::partition::{KeyTemplate, TimestampSource};
+use crate::partition::{KeyTemplate, MAX_VALUE_LEN, TimestampSource};
+
+/// The longest file or directory name a local file system holds (ext4, XFS, APFS, NTFS).
+const MAX_LOCAL_NAME: usize = 255;
 
 pub(super) fn destination(
     raw: &RawDestination,
@@ -69,6 +72,20 @@ pub(super) fn destination(
             None
         }
     };
+    if let (Some(Location::Local { .. }), Some(template)) = (&location, &key_template) {
+        // A name the file system cannot hold would fail every upload of the path for good.
+        let longest = template.longest_segment();
+        if longest > MAX_LOCAL_NAME {
+            p.push(
+                format!("{at}.key_template"),
+                format!(
+                    "a path segment can render up to {longest} bytes (field values and topics \
+                     count {MAX_VALUE_LEN} each); a local file system holds names of at most \
+                     {MAX_LOCAL_NAME}"
+                ),
+            );
+        }
+    }
     let is_s3 = matches!(location, Some(Location::S3 { .. }));
     let auth = if is_s3 {
         auth(&raw.auth, &format!("{at}.auth"), &raw.name, env, p)

@@ -151,6 +151,26 @@ fn file_source_needs_an_event_time_field() {
 }
 
 #[test]
+fn a_local_path_segment_longer_than_a_file_name_can_be_is_refused() {
+    let file = |url: &str, template: &str| {
+        format!(
+            "[source]\nkind = \"file\"\npath = \"x.ndjson\"\n[[destinations]]\nname = \"l\"\n\
+             url = \"{url}\"\ntimestamp = \"field:ts\"\nkey_template = \"{template}\"\n"
+        )
+    };
+    // Two field values of up to 128 bytes each in one segment: up to 259 bytes.
+    let long = "c={field:a}-{field:b}/x";
+    let err = parse_str(&file("file://./out", long))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("key_template"), "{err}");
+    assert!(err.contains("259"), "{err}");
+    parse_str(&file("file://./out", "c={field:a}/{field:b}")).unwrap();
+    // S3 keys have no segment limit.
+    parse_str(&file("s3://bucket", long)).unwrap();
+}
+
+#[test]
 fn static_keys_fall_back_to_conventional_env_names() {
     let text = FULL.replace(
         "access_key_id = \"${S3_ACCESS_KEY_ID}\"\nsecret_access_key = \"${S3_SECRET_ACCESS_KEY}\"\n",
