@@ -7,7 +7,7 @@ use tokio::task::JoinHandle;
 
 use crate::delivery::PartitionKey;
 use crate::protocol::Commit;
-use crate::source::kafka::KafkaCommitter;
+use crate::source::kafka::{KafkaCommitter, TopicPartition};
 
 pub(super) type CommitBatch = Vec<Commit<PartitionKey>>;
 
@@ -36,35 +36,35 @@ pub(super) fn spawn_committer(committer: KafkaCommitter) -> CommitTask {
     let (res_tx, res_rx) = unbounded_channel();
     let task = tokio::spawn(async move {
         while let Some(batch) = req_rx.recv().await {
-            let owned: CommitBatch = batch
-                .into_iter()
-                .filter(|c| committer.owns(&(c.partition.0.to_string(), c.partition.1), c.token.0))
-                .collect();
-            let mut offsets = Vec::with_capacity(owned.len());
-            for c in &owned {
-                // The protocol only emits intents that encode within the limit.
-                let metadata = c.point.intent.encode().unwrap_or_default();
-                offsets.push((
-                    (c.partition.0.to_string(), c.partition.1),
-                    c.point.offset,
-                    metadata,
-                ));
-            }
-            let answer = match committer.commit(offsets.clone()).await {
-                Ok(()) => CommitAnswer {
-                    acknowledged: owned,
+            let offsets = |batch: &CommitBatch| -> Vec<_> {
+                batch
+                    .iter()
+                    .map(|c| {
+                        // The protocol only emits intents that encode within the limit.
+                        let metadata = c.point.intent.encode().unwrap_or_default();
+                        let tp = (c.partition.0.to_string(), c.partition.1);
+                        (tp, c.token.0, c.point.offset, metadata)
+                    })
+                    .collect()
+            };
+            let answer = match committer.commit(offsets(&batch)).await {
+                Ok(sent) => CommitAnswer {
+                    acknowledged: batch.into_iter().filter(|c| was_sent(&sent, c)).collect(),
                     ..CommitAnswer::default()
                 },
                 // librdkafka reports one error for the request when any partition in it fails:
                 // one partition's permanent error (a deleted topic, a denied one) must not hold
                 // back the others, so each is tried on its own.
-                Err(e) if owned.len() > 1 => {
+                Err(e) if batch.len() > 1 => {
                     let mut answer = CommitAnswer::default();
-                    for (commit, offset) in owned.into_iter().zip(offsets) {
-                        match committer.commit(vec![offset]).await {
-                            Ok(()) => answer.acknowledged.push(commit),
+                    for commit in batch {
+                        let one = vec![commit];
+                        match committer.commit(offsets(&one)).await {
+                            Ok(sent) => answer
+                                .acknowledged
+                                .extend(one.into_iter().filter(|c| was_sent(&sent, c))),
                             Err(e) => {
-                                answer.failed.push(commit);
+                                answer.failed.extend(one);
                                 answer.error = Some(e.to_string());
                             }
                         }
@@ -73,7 +73,7 @@ pub(super) fn spawn_committer(committer: KafkaCommitter) -> CommitTask {
                     answer
                 }
                 Err(e) => CommitAnswer {
-                    failed: owned,
+                    failed: batch,
                     error: Some(e.to_string()),
                     ..CommitAnswer::default()
                 },
@@ -84,4 +84,11 @@ pub(super) fn spawn_committer(committer: KafkaCommitter) -> CommitTask {
         }
     });
     (req_tx, res_rx, task)
+}
+
+/// Whether `commit` went out: a partition revoked since it was requested is left out (the new
+/// owner replays from the last commit), neither acknowledged nor failed.
+fn was_sent(sent: &[TopicPartition], commit: &Commit<PartitionKey>) -> bool {
+    sent.iter()
+        .any(|(t, p)| **t == *commit.partition.0 && *p == commit.partition.1)
 }

@@ -1,26 +1,28 @@
-//! What both run loops share, written once: the pipeline and its protocol, commits through an
+//! The one run loop, for every source: the pipeline and its protocol, commits through an
 //! offset store (Kafka's group coordinator, or none for a file: every commit succeeds at
-//! once), finished deliveries, the tick, the drain and the shutdown deadline. Each loop adds
-//! only its source: where records come from, and what it does with a stopped partition.
+//! once), finished deliveries, the tick, the drain and the shutdown deadline, written once
+//! ([`run`]). A source ([`Source`]) adds only where records come from, its own periodic work,
+//! and what it does with a stopped partition.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
-use tokio::time::Instant;
+use tokio::time::{Instant, MissedTickBehavior, interval};
 use tokio_util::sync::CancellationToken;
 
 use super::committer::{CommitAnswer, CommitBatch};
 use super::{MAX_COMMIT_FAILURES, RunError};
 use crate::delivery::Completion;
 use crate::pipeline::{Pipeline, Stopped};
-use crate::telemetry::METRICS;
+use crate::telemetry::{Health, METRICS};
 
 /// Where commit requests go and where their answers come from.
 pub(super) trait OffsetStore {
     /// Hands one request over; false when the store is gone.
     fn send(&mut self, commits: CommitBatch) -> bool;
-    /// The next answer; pending while none is due. Cancel-safe (it is raced in `select!`).
+    /// The next answer; pending while none is due, `None` once the store is gone.
+    /// Cancel-safe (it is raced in `select!`).
     fn answer(&mut self) -> impl Future<Output = Option<CommitAnswer>>;
 }
 
@@ -185,17 +187,20 @@ impl<S: OffsetStore> Driver<S> {
     /// After every step of the loop: does what the protocol needs now (one commit request
     /// with every partition due, uploads) and returns the partitions it stopped, for the
     /// source to act on.
-    pub fn step(&mut self) -> Vec<Stopped> {
+    pub fn step(&mut self) -> Result<Vec<Stopped>, RunError> {
         if self.draining {
             // Segments that could not be sealed at the drain's start (a partition at the
             // cap) may be now.
             self.pipeline.seal_all();
         }
         let due = self.pipeline.due();
-        if !due.commits.is_empty() && self.store.send(due.commits) {
+        if !due.commits.is_empty() {
+            if !self.store.send(due.commits) {
+                return Err(store_gone());
+            }
             self.commits_in_flight += 1;
         }
-        due.stops
+        Ok(due.stops)
     }
 
     /// Draining, and every sealed segment is durable and its commit acknowledged; records
@@ -203,5 +208,84 @@ impl<S: OffsetStore> Driver<S> {
     /// by the next owner.
     pub fn drained(&self) -> bool {
         self.draining && self.commits_in_flight == 0 && self.pipeline.settled()
+    }
+}
+
+/// The offset store stopped taking requests or answering them (the commit task ended).
+fn store_gone() -> RunError {
+    RunError::Commit("the commit task ended; no commit can be made".into())
+}
+
+/// Where records come from, as the loop sees it.
+pub(super) trait Source {
+    /// Where its commits go.
+    type Store: OffsetStore;
+    /// What it waits for: records, and work of its own (a rebalance, say).
+    type Event;
+
+    /// Whether the loop waits for the source's next event now (a file waits while the
+    /// pipeline is backpressured; Kafka is always served, its pause is per partition).
+    fn wants_events(&self, driver: &Driver<Self::Store>) -> bool;
+
+    /// The source's next event. Cancel-safe: it is raced against the rest of the loop.
+    fn next_event(&mut self) -> impl Future<Output = Self::Event>;
+
+    /// Acts on an event; records go to `driver.pipeline`.
+    fn on_event(
+        &mut self,
+        event: Self::Event,
+        driver: &mut Driver<Self::Store>,
+    ) -> impl Future<Output = Result<(), RunError>>;
+
+    /// The source's periodic work, after the driver's.
+    fn on_tick(
+        &mut self,
+        driver: &mut Driver<Self::Store>,
+    ) -> impl Future<Output = Result<(), RunError>>;
+
+    /// After every turn: acts on the partitions the protocol stopped.
+    fn after_turn(
+        &mut self,
+        stops: Vec<Stopped>,
+        driver: &mut Driver<Self::Store>,
+    ) -> Result<(), RunError>;
+}
+
+/// Runs `source` through `driver` until everything taken is delivered and committed (the
+/// drain starts at the source's end, or at `shutdown`), or an error ends the run.
+pub(super) async fn run<S: Source>(
+    source: &mut S,
+    driver: &mut Driver<S::Store>,
+    shutdown: &CancellationToken,
+    health: &Health,
+    period: Duration,
+) -> Result<(), RunError> {
+    let mut tick = interval(period);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        let wants_events = source.wants_events(driver);
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled(), if !driver.shutting_down() => driver.shut_down(),
+            answer = driver.store.answer() => match answer {
+                Some(answer) => driver.on_answer(answer)?,
+                // Nothing would ever be committed again: waiting would hang a `--once` run.
+                None => return Err(store_gone()),
+            },
+            Some(c) = driver.pipeline.next_completion(), if driver.pipeline.in_flight() > 0 => {
+                driver.on_completion(c)?;
+            }
+            _ = tick.tick() => {
+                driver.on_tick()?;
+                source.on_tick(driver).await?;
+            }
+            event = source.next_event(), if wants_events => source.on_event(event, driver).await?,
+        }
+        health.beat();
+        let stops = driver.step()?;
+        source.after_turn(stops, driver)?;
+        if driver.drained() {
+            return Ok(());
+        }
     }
 }

@@ -1,18 +1,17 @@
-//! The run loop for an NDJSON file (or stdin): read to the end, deliver, stop. The shared half
-//! (`driver`) does the rest; there is no offset store, so every commit succeeds at once.
+//! An NDJSON file (or stdin) as the run loop's source: read to the end, deliver, stop. The
+//! loop (`driver`) does the rest; there is no offset store, so every commit succeeds at once.
 
 use std::time::Duration;
 
-use tokio::time::{MissedTickBehavior, interval};
-
-use super::driver::{Driver, NoOffsetStore, OffsetStore};
+use super::driver::{self, Driver, NoOffsetStore, Source};
 use super::{PartitionStop, RunError, Stops, fresh_lineage};
 use crate::config::FILE_TOPIC;
 use crate::config::{FileSettings, Settings};
 use crate::decode::DEFAULT_MAX_RECORD_BYTES;
 use crate::pipeline::{Pipeline, RunStats, Stopped};
 use crate::protocol::{Assignment, Committed, Token};
-use crate::source::file::FileSource;
+use crate::source::Record;
+use crate::source::file::{FileSource, FileSourceError};
 use crate::telemetry::Health;
 
 /// A stop ends a file's run: it has no commit to resume from.
@@ -49,7 +48,7 @@ pub(super) async fn run_file(
         .map(|d| d.schema.max_record_bytes)
         .max()
         .unwrap_or(DEFAULT_MAX_RECORD_BYTES);
-    let mut reader = FileSource::open(source.path.as_deref(), max_record).await?;
+    let reader = FileSource::open(source.path.as_deref(), max_record).await?;
     // Every run of a file is a life of its own: its objects never take the names of an
     // earlier run's, which held other lines (or the same ones, written again as asked).
     let assignment = Assignment {
@@ -74,31 +73,59 @@ pub(super) async fn run_file(
         settings.worker.shutdown_timeout,
         uploads_stop,
     );
-    let mut tick = interval(Duration::from_millis(500));
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled(), if !driver.shutting_down() => driver.shut_down(),
-            Some(answer) = driver.store.answer() => driver.on_answer(answer)?,
-            Some(c) = driver.pipeline.next_completion(), if driver.pipeline.in_flight() > 0 => {
-                driver.on_completion(c)?;
-            }
-            _ = tick.tick() => driver.on_tick()?,
-            next = reader.next(), if !driver.draining() && !driver.pipeline.backpressured() => {
-                match next? {
-                    Some(record) => driver.pipeline.ingest(record)?,
-                    None => driver.start_drain(),
-                }
-            }
+    let mut file = File { reader };
+    driver::run(
+        &mut file,
+        &mut driver,
+        &shutdown,
+        health,
+        Duration::from_millis(500),
+    )
+    .await?;
+    Ok(driver.pipeline.stats)
+}
+
+/// The file as the run loop's source.
+struct File {
+    reader: FileSource,
+}
+
+impl Source for File {
+    type Store = NoOffsetStore;
+    type Event = Result<Option<Record>, FileSourceError>;
+
+    fn wants_events(&self, driver: &Driver<NoOffsetStore>) -> bool {
+        !driver.draining() && !driver.pipeline.backpressured()
+    }
+
+    fn next_event(&mut self) -> impl Future<Output = Self::Event> {
+        self.reader.next()
+    }
+
+    async fn on_event(
+        &mut self,
+        event: Self::Event,
+        driver: &mut Driver<NoOffsetStore>,
+    ) -> Result<(), RunError> {
+        match event? {
+            Some(record) => driver.pipeline.ingest(record)?,
+            None => driver.start_drain(),
         }
-        health.beat();
-        let stops = driver.step();
-        if !stops.is_empty() {
-            return Err(stopped(stops));
-        }
-        if driver.drained() {
-            return Ok(driver.pipeline.stats);
+        Ok(())
+    }
+
+    async fn on_tick(&mut self, _: &mut Driver<NoOffsetStore>) -> Result<(), RunError> {
+        Ok(())
+    }
+
+    fn after_turn(
+        &mut self,
+        stops: Vec<Stopped>,
+        _: &mut Driver<NoOffsetStore>,
+    ) -> Result<(), RunError> {
+        match stops.is_empty() {
+            true => Ok(()),
+            false => Err(stopped(stops)),
         }
     }
 }

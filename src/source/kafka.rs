@@ -190,37 +190,39 @@ pub struct KafkaCommitter {
 }
 
 impl KafkaCommitter {
-    /// Whether `tp` is still owned under `token`. The broker fences commits by group
-    /// generation only, so a commit from an earlier ownership of the partition, landing after
-    /// a rebalance, would be accepted: the commit task leaves such commits out instead.
-    pub fn owns(&self, tp: &TopicPartition, token: u64) -> bool {
-        self.ownership.is_current(tp, token)
-    }
-
-    /// Commits offsets with their metadata synchronously; returns when the group coordinator
-    /// has them.
+    /// Commits offsets with their metadata synchronously, each only if its partition is
+    /// still owned under its token; returns the partitions committed (the coordinator has
+    /// them). The broker fences commits by group generation only, so a commit from an earlier
+    /// ownership of the partition, landing after a rebalance, would be accepted: such commits
+    /// are left out, checked on the thread that hands the commit to librdkafka, just before.
     pub async fn commit(
         &self,
-        offsets: Vec<(TopicPartition, i64, String)>,
-    ) -> Result<(), KafkaSourceError> {
-        if offsets.is_empty() {
-            return Ok(());
-        }
+        offsets: Vec<(TopicPartition, u64, i64, String)>,
+    ) -> Result<Vec<TopicPartition>, KafkaSourceError> {
         let consumer = self.consumer.clone();
+        let ownership = self.ownership.clone();
         let call = |source| KafkaSourceError::Call {
             op: "commit",
             source,
         };
         tokio::task::spawn_blocking(move || {
             let mut tpl = TopicPartitionList::new();
-            for ((t, p), o, metadata) in &offsets {
-                let mut elem = tpl.add_partition(t, *p);
-                elem.set_offset(Offset::Offset(*o)).map_err(call)?;
+            let mut sent = Vec::with_capacity(offsets.len());
+            for (tp, token, o, metadata) in offsets {
+                if !ownership.is_current(&tp, token) {
+                    continue;
+                }
+                let mut elem = tpl.add_partition(&tp.0, tp.1);
+                elem.set_offset(Offset::Offset(o)).map_err(call)?;
                 elem.set_metadata(metadata.as_str());
+                sent.push(tp);
+            }
+            if sent.is_empty() {
+                return Ok(sent);
             }
             let result = consumer.commit(&tpl, CommitMode::Sync);
             drop(tpl);
-            result.map_err(call)
+            result.map(|()| sent).map_err(call)
         })
         .await
         .map_err(|e| KafkaSourceError::Task(e.to_string()))?

@@ -1,23 +1,25 @@
-//! The run loop for a Kafka consumer group: rebalances, recovery from commit intents,
-//! `--once` watermarks, backpressure by pausing, partitions stopped on consume errors, and a
-//! drain that keeps serving the group.
+//! A Kafka consumer group as the run loop's source: rebalances, start offsets from commit
+//! intents, `--once` watermarks, backpressure by pausing, partitions stopped on consume
+//! errors, and a drain that keeps serving the group.
 //!
-//! The half shared with the file loop (the pipeline, commits, completions, drain, deadline)
-//! is `driver`'s. The loop never blocks on the group coordinator: commits run on their own
-//! task and report back, so rebalance callbacks are served while a commit waits. Records come
-//! from one reader per owned partition (`source::reader`), tagged with the ownership token
-//! they were read under.
+//! The loop itself (`driver::run`: the pipeline, commits, completions, drain, deadline) is the
+//! one the file source runs in. It never blocks on the group coordinator: commits run on their
+//! own task and report back, so rebalance callbacks are served while a commit waits. Records
+//! come from one reader per owned partition (`source::reader`), tagged with the ownership
+//! token they were read under.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
-use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
-use tokio::time::{Instant, MissedTickBehavior, interval};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio::time::Instant;
+
+mod events;
 
 use super::committer::spawn_committer;
-use super::driver::{Driver, KafkaOffsetStore, OffsetStore};
+use super::driver::{self, Driver, KafkaOffsetStore};
 use super::preflight::Preflight;
 use super::stopped::{PartitionStop, StoppedPartitions};
 use super::watermarks::Watermarks;
@@ -27,7 +29,7 @@ use crate::pipeline::{Pause, Pipeline, RunStats, Stopped};
 use crate::protocol::{Assignment, Committed, StopReason, Token};
 use crate::source::kafka::{KafkaEvent, KafkaSource, PartitionStart, TopicPartition};
 use crate::source::reader::{
-    ConsumeError, Fetched, PartitionReader, Read, ReadFailure, ReadFrom, read_ahead_budget,
+    ConsumeError, Fetched, PartitionReader, Read, ReadFrom, read_ahead_budget,
 };
 use crate::telemetry::{Health, METRICS};
 
@@ -36,12 +38,21 @@ use crate::telemetry::{Health, METRICS};
 /// stopped and looked up again later.
 const START_LOOKUP_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Mutable state of the Kafka run loop.
+/// The consumer group as the run loop's source.
 struct Loop<'a> {
     kafka: &'a KafkaSource,
     health: &'a Health,
-    /// The pipeline, commits, the drain and the deadline: the half shared with the file loop.
-    driver: Driver<KafkaOffsetStore>,
+    settings: &'a Settings,
+    source: &'a KafkaSettings,
+    /// Rebalances and client errors, from the consumer's callbacks.
+    events: UnboundedReceiver<KafkaEvent>,
+    /// Destinations whose connection test passed since the start.
+    passed: UnboundedReceiver<usize>,
+    /// Which destinations passed their connection test: only their topics are consumed.
+    ready: Vec<bool>,
+    /// What the partition readers read.
+    reads: UnboundedReceiver<Fetched>,
+    started: Instant,
     marks: Watermarks,
     options: RunOptions,
     /// The pause last applied to the consumer; `None` after an assignment change.
@@ -70,7 +81,11 @@ struct Owned {
 }
 
 impl Loop<'_> {
-    async fn handle(&mut self, event: KafkaEvent) -> Result<(), RunError> {
+    async fn handle(
+        &mut self,
+        driver: &mut Driver<KafkaOffsetStore>,
+        event: KafkaEvent,
+    ) -> Result<(), RunError> {
         match event {
             KafkaEvent::Assigned(owned) => {
                 let tokens: HashMap<TopicPartition, u64> = owned.into_iter().collect();
@@ -86,7 +101,7 @@ impl Loop<'_> {
                     let token = tokens.get(&s.partition).copied().unwrap_or_default();
                     let partition = s.partition.clone();
                     self.assigned.insert(partition.clone(), token);
-                    let from = self.take_partition(s, token, false).await?;
+                    let from = self.take_partition(driver, s, token, false).await?;
                     fetch.push((partition, token, from));
                 }
                 self.kafka.start_fetching(&fetch)?;
@@ -95,7 +110,7 @@ impl Loop<'_> {
             }
             KafkaEvent::Revoked(partitions) => {
                 tracing::info!(?partitions, "partitions revoked");
-                self.driver.pipeline.revoke(&partitions);
+                driver.pipeline.revoke(&partitions);
                 self.applied = None;
                 for tp in &partitions {
                     self.release(tp).await;
@@ -124,6 +139,7 @@ impl Loop<'_> {
     /// first, and stays stopped (tried again later) if that move does not go through.
     async fn take_partition(
         &mut self,
+        driver: &mut Driver<KafkaOffsetStore>,
         s: PartitionStart,
         token: u64,
         again: bool,
@@ -150,30 +166,36 @@ impl Loop<'_> {
         if !again {
             self.release(&s.partition).await;
         }
-        let start = match self.driver.pipeline.assign(&topic, partition, assignment) {
+        let start = match driver.pipeline.assign(&topic, partition, assignment) {
             Ok(start) => start,
             Err(reason) => {
-                self.stop(PartitionStop::Protocol {
-                    topic,
-                    partition,
-                    offset: offset_if_stopped,
-                    reason,
-                });
+                self.stop(
+                    driver,
+                    PartitionStop::Protocol {
+                        topic,
+                        partition,
+                        offset: offset_if_stopped,
+                        reason,
+                    },
+                );
                 return Ok(None);
             }
         };
         if again {
             if let Err(e) = self.kafka.seek(s.partition.clone(), start.from).await {
                 // Reading from where librdkafka stands would skip to the log's end.
-                self.stop(PartitionStop::Protocol {
-                    topic,
-                    partition,
-                    offset: start.from,
-                    reason: StopReason::CommittedUnreadable(format!(
-                        "cannot move the partition to offset {}: {e}",
-                        start.from
-                    )),
-                });
+                self.stop(
+                    driver,
+                    PartitionStop::Protocol {
+                        topic,
+                        partition,
+                        offset: start.from,
+                        reason: StopReason::CommittedUnreadable(format!(
+                            "cannot move the partition to offset {}: {e}",
+                            start.from
+                        )),
+                    },
+                );
                 return Ok(None);
             }
             if self.stopped.release(&s.partition) {
@@ -221,7 +243,11 @@ impl Loop<'_> {
     }
 
     /// Takes what a partition's reader read, unless the partition was revoked since.
-    fn on_fetched(&mut self, fetched: Fetched) -> Result<(), RunError> {
+    fn on_fetched(
+        &mut self,
+        driver: &mut Driver<KafkaOffsetStore>,
+        fetched: Fetched,
+    ) -> Result<(), RunError> {
         let tp = fetched.partition;
         let Some(owned) = self.readers.get_mut(&tp) else {
             return Ok(());
@@ -234,7 +260,7 @@ impl Loop<'_> {
                 // While draining, records are left for the next run: nothing past the sealed
                 // segments is committed. (Records read just before a backpressure pause are
                 // still taken: dropping one would leave a hole.)
-                if !self.driver.draining() && !self.marks.past_end(&tp, record.offset) {
+                if !driver.draining() && !self.marks.past_end(&tp, record.offset) {
                     owned.next = record.offset + 1;
                     self.marks.reached(&tp, record.offset + 1);
                     if self.stopped.resumed(&tp) {
@@ -242,7 +268,7 @@ impl Loop<'_> {
                         tracing::info!(topic = %tp.0, partition = tp.1, offset = record.offset,
                             "partition reads again after its consume error");
                     }
-                    self.driver.pipeline.ingest(record)?;
+                    driver.pipeline.ingest(record)?;
                 }
             }
             Read::Position(next) => {
@@ -256,13 +282,13 @@ impl Loop<'_> {
                     offset: owned.next,
                     ..error
                 };
-                if !self.driver.draining() && !self.marks.past_end(&tp, error.offset) {
-                    self.stop(PartitionStop::Consume(error));
+                if !driver.draining() && !self.marks.past_end(&tp, error.offset) {
+                    self.stop(driver, PartitionStop::Consume(error));
                 }
             }
         }
-        if self.options.once && !self.driver.draining() && self.marks.done() {
-            self.driver.start_drain();
+        if self.options.once && !driver.draining() && self.marks.done() {
+            driver.start_drain();
         }
         Ok(())
     }
@@ -272,7 +298,7 @@ impl Loop<'_> {
     /// (it cannot go on safely). Nothing from its first undelivered offset on is committed; it
     /// is paused, logged with its coordinates, counted and listed in the health endpoints. The
     /// other partitions go on.
-    fn stop(&mut self, stop: PartitionStop) {
+    fn stop(&mut self, driver: &mut Driver<KafkaOffsetStore>, stop: PartitionStop) {
         if !self.stopped.stop(stop.clone(), Instant::now().into_std()) {
             return;
         }
@@ -281,7 +307,7 @@ impl Loop<'_> {
         match &stop {
             PartitionStop::Consume(_) => {
                 METRICS.consume_errors.inc();
-                self.driver.pipeline.seal_partition(&topic, partition);
+                driver.pipeline.seal_partition(&topic, partition);
             }
             PartitionStop::Protocol { .. } => METRICS.protocol_stops.inc(),
         }
@@ -295,7 +321,10 @@ impl Loop<'_> {
 
     /// Tries the stopped partitions whose backoff is over again, each from its first
     /// undelivered offset (librdkafka may have skipped past it).
-    async fn retry_stopped(&mut self) -> Result<(), RunError> {
+    async fn retry_stopped(
+        &mut self,
+        driver: &mut Driver<KafkaOffsetStore>,
+    ) -> Result<(), RunError> {
         let mut lookups = HashMap::new();
         for (tp, offset) in self.stopped.due(Instant::now().into_std()) {
             let Some(mut owned) = self.readers.remove(&tp) else {
@@ -316,7 +345,7 @@ impl Loop<'_> {
                     "cannot move a stopped partition back to its first undelivered offset; \
                      trying again later");
                 if let Some(stop) = self.stopped.error(&tp) {
-                    self.stop(stop);
+                    self.stop(driver, stop);
                 }
                 self.readers.insert(tp, owned);
                 continue;
@@ -350,7 +379,7 @@ impl Loop<'_> {
                 .await?;
             for s in starts {
                 let token = lookups.get(&s.partition).copied().unwrap_or_default();
-                self.take_partition(s, token, true).await?;
+                self.take_partition(driver, s, token, true).await?;
             }
             self.applied = None;
         }
@@ -358,33 +387,36 @@ impl Loop<'_> {
     }
 
     /// Acts on the partitions the protocol stopped.
-    fn on_stops(&mut self, stops: Vec<Stopped>) {
+    fn on_stops(&mut self, driver: &mut Driver<KafkaOffsetStore>, stops: Vec<Stopped>) {
         for Stopped {
             partition,
             offset,
             reason,
         } in stops
         {
-            self.stop(PartitionStop::Protocol {
-                topic: partition.0.to_string(),
-                partition: partition.1,
-                offset,
-                reason,
-            });
+            self.stop(
+                driver,
+                PartitionStop::Protocol {
+                    topic: partition.0.to_string(),
+                    partition: partition.1,
+                    offset,
+                    reason,
+                },
+            );
         }
     }
 
     /// Pauses everything while draining or over the limits, and otherwise the partitions the
     /// pipeline names (a refusing destination's, a partition with too many undelivered
     /// segments); resumes the rest.
-    fn update_pause(&mut self) {
-        let want = match self.driver.pipeline.pause() {
-            _ if self.driver.draining() => Pause::All,
+    fn update_pause(&mut self, driver: &mut Driver<KafkaOffsetStore>) {
+        let want = match driver.pipeline.pause() {
+            _ if driver.draining() => Pause::All,
             Pause::All => Pause::All,
             Pause::Partitions(mut set) => {
                 let stopped: Vec<TopicPartition> = self.stopped.paused().cloned().collect();
                 for (topic, partition) in stopped {
-                    set.insert((self.driver.pipeline.intern(&topic), partition));
+                    set.insert((driver.pipeline.intern(&topic), partition));
                 }
                 Pause::Partitions(set)
             }
@@ -422,20 +454,9 @@ pub(super) async fn run_kafka(
         shutdown,
         uploads: uploads_stop,
     } = stops;
-    let Preflight {
-        mut ready,
-        mut passed,
-    } = preflight;
-    // Only the topics of destinations that passed their connection test are consumed.
-    let ready_topics = |ready: &[bool]| -> Vec<String> {
-        source
-            .topics
-            .iter()
-            .filter(|t| settings.route(t).is_some_and(|i| ready[i]))
-            .cloned()
-            .collect()
-    };
-    let (kafka, mut events) = KafkaSource::connect(source, &ready_topics(&ready))?;
+    let Preflight { ready, passed } = preflight;
+    let (kafka, events) =
+        KafkaSource::connect(source, &events::ready_topics(source, settings, &ready))?;
     let startup = settings.worker.startup_timeout;
     if options.once {
         kafka
@@ -445,8 +466,8 @@ pub(super) async fn run_kafka(
         tracing::error!(error = %e, "Kafka check failed at start-up; the consumer keeps retrying");
     }
     let (requests, answers, mut committer) = spawn_committer(kafka.committer());
-    let (fetched, mut reads) = unbounded_channel();
-    let driver = Driver::new(
+    let (fetched, reads) = unbounded_channel();
+    let mut driver = Driver::new(
         pipeline,
         KafkaOffsetStore { requests, answers },
         options.once,
@@ -456,7 +477,13 @@ pub(super) async fn run_kafka(
     let mut state = Loop {
         kafka: &kafka,
         health,
-        driver,
+        settings,
+        source,
+        events,
+        passed,
+        ready,
+        reads,
+        started: Instant::now(),
         marks: Watermarks::default(),
         options,
         applied: None,
@@ -468,92 +495,16 @@ pub(super) async fn run_kafka(
             (!options.once).then_some(settings.worker.permanent_error_retry),
         ),
     };
-    let started = Instant::now();
-    let mut tick = interval(Duration::from_millis(if options.once { 200 } else { 500 }));
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let outcome: Result<(), RunError> = async {
-        loop {
-            tokio::select! {
-                biased;
-                () = shutdown.cancelled(), if !state.driver.shutting_down() => {
-                    state.driver.shut_down();
-                }
-                Some(event) = events.recv() => state.handle(event).await?,
-                Some(index) = passed.recv() => {
-                    ready[index] = true;
-                    let topics = ready_topics(&ready);
-                    tracing::info!(destination = %settings.destinations[index].name, ?topics,
-                        "destination passed its connection test; consuming its topics");
-                    kafka.subscribe(&topics)?;
-                }
-                Some(answer) = state.driver.store.answer() => state.driver.on_answer(answer)?,
-                Some(c) = state.driver.pipeline.next_completion(), if state.driver.pipeline.in_flight() > 0 => {
-                    state.driver.on_completion(c)?;
-                }
-                _ = tick.tick() => {
-                    state.driver.on_tick()?;
-                    if !state.driver.draining() {
-                        state.retry_stopped().await?;
-                    }
-                    if options.once && !state.driver.draining() {
-                        if state.marks.done() {
-                            state.driver.start_drain();
-                        } else if !state.marks.assigned_once && started.elapsed() > startup {
-                            return Err(RunError::NoAssignment(startup));
-                        }
-                    }
-                }
-                // Polled even while paused, and before the readers' records so that a busy
-                // stream of them cannot starve it: this poll serves rebalance and error
-                // callbacks.
-                msg = kafka.recv() => {
-                    // Callbacks run inside the poll that returned this message: apply them
-                    // first so the message is judged against the current assignment.
-                    while let Ok(event) = events.try_recv() {
-                        state.handle(event).await?;
-                    }
-                    match msg {
-                        // Every owned partition is read from its own queue, detached before it
-                        // was assigned: a record here could be out of order with its
-                        // partition's reader, so that partition stops rather than guess.
-                        Ok(record) => {
-                            let tp = (record.topic.to_string(), record.partition);
-                            if let Some(owned) = state.readers.get(&tp)
-                                && !state.stopped.contains(&tp)
-                            {
-                                let error = ConsumeError {
-                                    topic: tp.0.clone(),
-                                    partition: tp.1,
-                                    offset: record.offset,
-                                    cause: ReadFailure::Misrouted,
-                                };
-                                let token = owned.token;
-                                state.on_fetched(Fetched::failed(tp, token, error))?;
-                            }
-                        }
-                        Err(e) => tracing::warn!(error = %e, "Kafka consumer error"),
-                    }
-                }
-                Some(f) = reads.recv() => state.on_fetched(f)?,
-            }
-            health.beat();
-            let stops = state.driver.step();
-            state.on_stops(stops);
-            state.update_pause();
-            if state.driver.drained() {
-                return Ok(());
-            }
-        }
-    }
-    .await;
-    let stats = state.driver.pipeline.stats;
+    let period = Duration::from_millis(if options.once { 200 } else { 500 });
+    let outcome = driver::run(&mut state, &mut driver, &shutdown, health, period).await;
+    let stats = driver.pipeline.stats;
     for reader in state.readers.drain().filter_map(|(_, o)| o.reader) {
         reader.stop().await;
     }
     let stopped = state.stopped.into_errors();
     // Ends the commit task (its requests channel closes), which holds the consumer too: the
     // consumer is closed once, below, not dropped by whichever task lets go of it last.
-    drop(state.driver);
+    drop(driver);
     if tokio::time::timeout(Duration::from_secs(30), &mut committer)
         .await
         .is_err()
