@@ -34,4 +34,5 @@ mod schema_drift;
 mod schema_modes;
 mod shutdown;
 mod store_conformance;
+mod undeliverable;
 mod web_identity;
