@@ -12,12 +12,13 @@
 use crate::support;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use support::http::{endpoint_address, eventually, metric};
 use support::kafka::{MockKafka, Produce};
 use support::read;
-use support::s3::TestS3;
+use support::s3::{ACCESS_KEY, SECRET_KEY, TestS3};
 use support::workers::{spawn_worker, terminate, worker_config};
 
 fn produce(kafka: &MockKafka, partition: i32, range: std::ops::Range<usize>, pad: usize) {
@@ -114,5 +115,82 @@ async fn a_replay_over_the_budget_is_delivered_once_and_other_partitions_stay_wh
     assert!(
         puts.iter().all(|p| !p.overwrote),
         "an object was overwritten"
+    );
+}
+
+/// The same in process, with a crashed worker's intent committed directly: the recorded
+/// segment (1 MB, ten times the budget) is replayed whole into one object, and the other
+/// partition, read at the same time, is cut by its rotation alone. (A check of the outcome, not
+/// a pin on the old bug: whether partition 1's records arrive while the replay is over the
+/// budget depends on the fetch timing, and once it is, partition 1 is paused. Mutating the
+/// memory relief to seal other partitions during a replay was not caught here; the pipeline's
+/// unit test catches it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_intent_over_the_budget_is_replayed_whole_beside_a_partition_cut_by_rotation() {
+    let kafka = MockKafka::start(&[("events", 2)]);
+    let s3 = TestS3::start(&["lake"]).await;
+    produce(&kafka, 0, 0..1000, 1000);
+    produce(&kafka, 1, 0..1000, 10);
+    // A crashed worker's intent: one segment, offsets 0..=999 of partition 0, to be replayed.
+    kafka.commit_offset(
+        "replay-in-process",
+        "events",
+        0,
+        0,
+        "pail2:0123456789ab:999",
+    );
+    let text = format!(
+        r#"
+[source]
+kind = "kafka"
+brokers = "{brokers}"
+group_id = "replay-in-process"
+topics = ["events"]
+[source.properties]
+"session.timeout.ms" = "6000"
+
+[worker]
+max_buffer_bytes = "100KiB"
+
+[[destinations]]
+name = "lake"
+topics = ["events"]
+url = "s3://lake/raw"
+region = "us-east-1"
+endpoint = "{endpoint}"
+path_style = true
+key_template = "{{topic}}/p={{partition}}"
+[destinations.auth]
+method = "static"
+access_key_id = "{ACCESS_KEY}"
+secret_access_key = "{SECRET_KEY}"
+[destinations.rotation]
+max_records = 500
+"#,
+        brokers = kafka.brokers(),
+        endpoint = s3.endpoint(),
+    );
+    let settings = pail::config::parse(Path::new("test.toml"), &text, &|_| None).unwrap();
+    support::run_settings_once(settings, Duration::from_secs(90))
+        .await
+        .unwrap();
+
+    let objects = |p: i32| read::files(&s3.bucket_dir("lake").join(format!("raw/events/p={p}")));
+    assert_eq!(
+        objects(0).len(),
+        1,
+        "the replay is the recorded segment, whole"
+    );
+    assert_eq!(
+        objects(1).len(),
+        2,
+        "partition 1 is cut by its rotation (500 records), not by the replay's memory"
+    );
+    let ids = read::ids(&s3.bucket_dir("lake").join("raw"));
+    assert_eq!(ids.len(), 2000);
+    assert!(ids.values().all(|n| *n == 1));
+    assert_eq!(
+        kafka.committed("replay-in-process", "events", 2),
+        vec![Some(1000), Some(1000)]
     );
 }
