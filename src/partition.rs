@@ -191,19 +191,25 @@ impl KeyTemplate {
     /// written, topics and field values at their sanitised cap, times rendered on a date that
     /// spells every name out at length.
     pub fn longest_segment(&self) -> usize {
-        let Some(long_date) = chrono::NaiveDate::from_ymd_opt(2000, 9, 27)
-            .and_then(|d| d.and_hms_nano_opt(23, 59, 59, 999_999_999))
-        else {
-            return 0;
-        };
-        let long_date = long_date.and_utc();
+        // A Wednesday in September, late in the day; and the last year chrono's formats take
+        // four digits for, whose `%s` is longer.
+        let long_dates: Vec<DateTime<Utc>> = [(2000, 9, 27), (9999, 9, 29)]
+            .into_iter()
+            .filter_map(|(y, m, d)| chrono::NaiveDate::from_ymd_opt(y, m, d))
+            .filter_map(|d| d.and_hms_nano_opt(23, 59, 59, 999_999_999))
+            .map(|t| t.and_utc())
+            .collect();
         let (mut longest, mut current) = (0, 0);
         for part in &self.parts {
             let text = match part {
                 Part::Literal(s) => s.clone(),
                 Part::Topic | Part::Field(_) => "x".repeat(MAX_VALUE_LEN),
                 Part::Partition => i32::MIN.to_string(),
-                Part::Time(fmt) => long_date.format(fmt).to_string(),
+                Part::Time(fmt) => long_dates
+                    .iter()
+                    .map(|t| t.format(fmt).to_string())
+                    .max_by_key(String::len)
+                    .unwrap_or_default(),
             };
             let mut pieces = text.split('/');
             if let Some(first) = pieces.next() {
@@ -307,6 +313,8 @@ mod tests {
         assert_eq!(t.longest_segment(), 2 + 2 * MAX_VALUE_LEN + 1);
         let t = KeyTemplate::parse("month={ts:%B}").unwrap();
         assert_eq!(t.longest_segment(), "month=September".len());
+        let t = KeyTemplate::parse("epoch={ts:%s}").unwrap();
+        assert_eq!(t.longest_segment(), "epoch=253402300799".len());
     }
 
     #[test]

@@ -269,6 +269,7 @@ pub async fn check_destination(dest: &DestinationSettings, opts: CheckOptions) -
                 settings.upload = UploadSettings {
                     multipart_threshold: MULTIPART_PART,
                     part_size: MULTIPART_PART,
+                    ..settings.upload
                 };
                 let client = build_s3_client_with(&settings, provider.clone());
                 multipart_store = Some(S3Store::for_destination(client, bucket.clone(), &settings));

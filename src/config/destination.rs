@@ -237,9 +237,27 @@ fn upload(raw: &RawDestination, at: &str, p: &mut Problems) -> Option<UploadSett
         );
         return None;
     }
+    let request_timeout = match &raw.upload.request_timeout {
+        None => default.request_timeout,
+        Some(s) => match parse_duration(s) {
+            Ok(d) if (Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&d) => d,
+            Ok(_) => {
+                p.push(
+                    format!("{at}.upload.request_timeout"),
+                    "must be between 1s and 1h",
+                );
+                return None;
+            }
+            Err(m) => {
+                p.push(format!("{at}.upload.request_timeout"), m);
+                return None;
+            }
+        },
+    };
     Some(UploadSettings {
         multipart_threshold: threshold,
         part_size,
+        request_timeout,
     })
 }
 

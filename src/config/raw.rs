@@ -131,6 +131,7 @@ pub struct RawLimits {
 pub struct RawUpload {
     pub multipart_threshold: Option<String>,
     pub part_size: Option<String>,
+    pub request_timeout: Option<String>,
 }
 
 /// `[destinations.auth]`. Its `Debug` shows which secrets are set, never their values.

@@ -157,6 +157,10 @@ pub struct UploadSettings {
     pub multipart_threshold: u64,
     /// Size of each multipart part (the last one may be smaller).
     pub part_size: u64,
+    /// How long one request to the store may take, plus a second per MiB of its body: a
+    /// store that does not answer in time (a black-hole endpoint, a hung connection) fails
+    /// the attempt as a transient error instead of holding an upload slot.
+    pub request_timeout: Duration,
 }
 
 impl Default for UploadSettings {
@@ -164,6 +168,7 @@ impl Default for UploadSettings {
         Self {
             multipart_threshold: 32 << 20,
             part_size: 16 << 20,
+            request_timeout: Duration::from_secs(20),
         }
     }
 }

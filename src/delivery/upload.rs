@@ -86,19 +86,6 @@ pub struct RetryContext<'a> {
 /// Failed attempts at one object after which a transient error marks its destination failing.
 const TRANSIENT_FAILURES_BEFORE_FAILING: u32 = 3;
 
-/// Every attempt gets this long, plus [`SLOWEST_UPLOAD`]'s time for its bytes.
-const ATTEMPT_FLOOR: Duration = Duration::from_secs(20);
-
-/// The slowest upload an attempt waits for, in bytes per second: a store that takes longer
-/// (a black-hole endpoint, a hung connection) fails the attempt as a transient error, so it
-/// gives its upload slot back within seconds rather than the SDK's five minutes.
-const SLOWEST_UPLOAD: u64 = 1 << 20;
-
-/// How long one attempt at `len` bytes may take.
-pub fn attempt_timeout(len: u64) -> Duration {
-    ATTEMPT_FLOOR + Duration::from_secs(len / SLOWEST_UPLOAD)
-}
-
 /// PUTs an object until it exists: `Created` now, or `AlreadyExists` from an earlier attempt.
 /// Each attempt holds an upload slot and gives it back while it waits to retry, so a
 /// destination whose store refuses does not hold up the others.
@@ -132,24 +119,7 @@ pub async fn put_with_retry(
                 () = shutdown.cancelled() => return Err(UploadError::Cancelled),
                 slot = slots.acquire() => slot.map_err(|_| UploadError::Cancelled)?,
             };
-            let limit = attempt_timeout(len);
-            tokio::time::timeout(limit, store.put_if_absent(key, body.clone(), metadata))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(StoreError {
-                        class: ErrorClass::Transient,
-                        op: "PUT",
-                        target: key.to_string(),
-                        code: Some("Timeout".into()),
-                        message: format!(
-                            "no answer within {} s (each attempt gets {} s plus 1 s per MiB)",
-                            limit.as_secs(),
-                            ATTEMPT_FLOOR.as_secs()
-                        ),
-                        status: None,
-                        bucket_region: None,
-                    })
-                })
+            store.put_if_absent(key, body.clone(), metadata).await
         };
         let error = match attempted {
             Ok(outcome) => {
@@ -267,79 +237,6 @@ mod tests {
         fn describe(&self) -> String {
             "accepting".into()
         }
-    }
-
-    /// Never answers, as a black-hole endpoint or a hung connection does, counting attempts.
-    #[derive(Debug, Default)]
-    struct Hanging(AtomicU32);
-
-    impl ObjectStore for Hanging {
-        fn put_if_absent<'a>(
-            &'a self,
-            _: &'a str,
-            _: Bytes,
-            _: &'a ObjectMetadata,
-        ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
-            self.0.fetch_add(1, Ordering::SeqCst);
-            Box::pin(std::future::pending())
-        }
-        fn delete<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
-            Box::pin(std::future::pending())
-        }
-        fn describe(&self) -> String {
-            "hanging".into()
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_store_that_never_answers_gives_its_slot_back_and_is_marked_failing() {
-        let slots = Semaphore::new(1);
-        let shutdown = CancellationToken::new();
-        let policy = RetryPolicy::forever(Duration::from_secs(60));
-        let (bad_health, good_health) = (
-            DestinationHealth::new("black hole"),
-            DestinationHealth::new("healthy"),
-        );
-        let hanging = Hanging::default();
-        let meta = Vec::new();
-        let body = Bytes::from(vec![0u8; 3 << 20]);
-        let cx = |health| RetryContext {
-            policy: &policy,
-            health,
-            slots: &slots,
-            shutdown: &shutdown,
-        };
-        let stuck = put_with_retry(&hanging, "k", body, &meta, cx(&bad_health));
-        let started = tokio::time::Instant::now();
-        let healthy = async {
-            // Once the hanging store has used up the attempts that mark it failing...
-            while !bad_health.failing() {
-                tokio::task::yield_now().await;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            // ...a healthy destination gets the only slot between its attempts.
-            put_with_retry(&Accepting, "k", Bytes::new(), &meta, cx(&good_health)).await
-        };
-        tokio::select! {
-            result = stuck => panic!("the hanging upload ended: {result:?}"),
-            done = healthy => assert_eq!(done.unwrap(), PutOutcome::Created),
-        }
-        assert_eq!(
-            hanging.0.load(Ordering::SeqCst),
-            3,
-            "three attempts, each timed out"
-        );
-        let waited = started.elapsed();
-        assert!(
-            waited >= attempt_timeout(3 << 20) * 3 && waited < Duration::from_secs(300),
-            "{waited:?}: three attempts of 23 s and their backoff, not the SDK's five minutes"
-        );
-    }
-
-    #[test]
-    fn an_attempt_gets_a_floor_plus_a_second_per_mib() {
-        assert_eq!(attempt_timeout(0), Duration::from_secs(20));
-        assert_eq!(attempt_timeout(128 << 20), Duration::from_secs(148));
     }
 
     #[tokio::test]

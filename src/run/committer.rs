@@ -47,9 +47,11 @@ pub(super) fn spawn_committer(committer: KafkaCommitter) -> CommitTask {
                     })
                     .collect()
             };
-            let answer = match committer.commit(offsets(&batch)).await {
-                Ok(sent) => CommitAnswer {
-                    acknowledged: batch.into_iter().filter(|c| was_sent(&sent, c)).collect(),
+            let (sent, result) = committer.commit(offsets(&batch)).await;
+            let batch: CommitBatch = batch.into_iter().filter(|c| was_sent(&sent, c)).collect();
+            let answer = match result {
+                Ok(()) => CommitAnswer {
+                    acknowledged: batch,
                     ..CommitAnswer::default()
                 },
                 // librdkafka reports one error for the request when any partition in it fails:
@@ -59,10 +61,10 @@ pub(super) fn spawn_committer(committer: KafkaCommitter) -> CommitTask {
                     let mut answer = CommitAnswer::default();
                     for commit in batch {
                         let one = vec![commit];
-                        match committer.commit(offsets(&one)).await {
-                            Ok(sent) => answer
-                                .acknowledged
-                                .extend(one.into_iter().filter(|c| was_sent(&sent, c))),
+                        let (sent, result) = committer.commit(offsets(&one)).await;
+                        let one = one.into_iter().filter(|c| was_sent(&sent, c));
+                        match result {
+                            Ok(()) => answer.acknowledged.extend(one),
                             Err(e) => {
                                 answer.failed.extend(one);
                                 answer.error = Some(e.to_string());

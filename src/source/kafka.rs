@@ -191,21 +191,22 @@ pub struct KafkaCommitter {
 
 impl KafkaCommitter {
     /// Commits offsets with their metadata synchronously, each only if its partition is
-    /// still owned under its token; returns the partitions committed (the coordinator has
-    /// them). The broker fences commits by group generation only, so a commit from an earlier
+    /// still owned under its token. Returns the partitions sent, and whether the coordinator
+    /// took them. The broker fences commits by group generation only, so a commit from an earlier
     /// ownership of the partition, landing after a rebalance, would be accepted: such commits
     /// are left out, checked on the thread that hands the commit to librdkafka, just before.
     pub async fn commit(
         &self,
         offsets: Vec<(TopicPartition, u64, i64, String)>,
-    ) -> Result<Vec<TopicPartition>, KafkaSourceError> {
+    ) -> (Vec<TopicPartition>, Result<(), KafkaSourceError>) {
         let consumer = self.consumer.clone();
         let ownership = self.ownership.clone();
         let call = |source| KafkaSourceError::Call {
             op: "commit",
             source,
         };
-        tokio::task::spawn_blocking(move || {
+        let tried: Vec<TopicPartition> = offsets.iter().map(|(tp, ..)| tp.clone()).collect();
+        let task = tokio::task::spawn_blocking(move || {
             let mut tpl = TopicPartitionList::new();
             let mut sent = Vec::with_capacity(offsets.len());
             for (tp, token, o, metadata) in offsets {
@@ -213,19 +214,24 @@ impl KafkaCommitter {
                     continue;
                 }
                 let mut elem = tpl.add_partition(&tp.0, tp.1);
-                elem.set_offset(Offset::Offset(o)).map_err(call)?;
+                if let Err(e) = elem.set_offset(Offset::Offset(o)) {
+                    return (sent, Err(call(e)));
+                }
                 elem.set_metadata(metadata.as_str());
                 sent.push(tp);
             }
             if sent.is_empty() {
-                return Ok(sent);
+                return (sent, Ok(()));
             }
             let result = consumer.commit(&tpl, CommitMode::Sync);
             drop(tpl);
-            result.map(|()| sent).map_err(call)
-        })
-        .await
-        .map_err(|e| KafkaSourceError::Task(e.to_string()))?
+            (sent, result.map_err(call))
+        });
+        match task.await {
+            Ok(done) => done,
+            // Not known which were sent: all of them count as failed, to be sent again.
+            Err(e) => (tried, Err(KafkaSourceError::Task(e.to_string()))),
+        }
     }
 }
 

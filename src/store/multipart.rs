@@ -30,6 +30,8 @@ impl S3Store {
             create = create.checksum_algorithm(ChecksumAlgorithm::Crc32);
         }
         let created = with_object_options!(create, self, metadata)
+            .customize()
+            .config_override(self.timeouts(0))
             .send()
             .await
             .map_err(|e| self.error("CreateMultipartUpload", key, &e))?;
@@ -60,6 +62,7 @@ impl S3Store {
         body: Bytes,
     ) -> Result<PutOutcome, StoreError> {
         let part_size = self.upload.part_size as usize;
+        let total = body.len() as u64;
         let chunks = (0..body.len().div_ceil(part_size)).map(|i| {
             let end = ((i + 1) * part_size).min(body.len());
             (i as i32 + 1, body.slice(i * part_size..end))
@@ -81,8 +84,10 @@ impl S3Store {
                     .build(),
             );
         let precondition = self.precondition;
+        // Completing takes longer the larger the object (S3 assembles it meanwhile).
         let sent = complete
             .customize()
+            .config_override(self.timeouts(total))
             .mutate_request(move |r| precondition.apply(r))
             .send()
             .await;
@@ -100,6 +105,7 @@ impl S3Store {
         number: i32,
         chunk: Bytes,
     ) -> Result<CompletedPart, StoreError> {
+        let chunk_len = chunk.len() as u64;
         let mut req = self
             .client
             .upload_part()
@@ -112,7 +118,10 @@ impl S3Store {
         if self.part_checksums {
             req = req.checksum_algorithm(ChecksumAlgorithm::Crc32);
         }
+        let len = chunk_len;
         let out = req
+            .customize()
+            .config_override(self.timeouts(len))
             .send()
             .await
             .map_err(|e| self.error("UploadPart", key, &e))?;

@@ -35,6 +35,17 @@ fn refreshed_by_pail(dest: &DestinationSettings) -> bool {
     )
 }
 
+/// How long the store may take to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The slowest transfer a request waits for: one MiB a second.
+const SLOWEST_UPLOAD: u64 = 1 << 20;
+
+/// How long one request carrying `len` bytes may take: `floor` plus a second per MiB.
+pub fn attempt_timeout(floor: Duration, len: u64) -> Duration {
+    floor + Duration::from_secs(len / SLOWEST_UPLOAD)
+}
+
 /// Builds the S3 client for a destination, signing with `credentials`.
 ///
 /// SDK retries are off: the delivery layer retries with its own policy, which knows that a
@@ -44,7 +55,7 @@ pub fn build_s3_client_with(
     credentials: SharedCredentialsProvider,
 ) -> Client {
     let timeouts = TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(10))
+        .connect_timeout(CONNECT_TIMEOUT)
         .operation_attempt_timeout(Duration::from_secs(300))
         .build();
     let mut builder = aws_sdk_s3::config::Builder::new()
@@ -183,6 +194,19 @@ impl S3Store {
     }
 
     /// Uses `upload` to choose between one PUT and a multipart upload.
+    /// Timeouts for one request carrying `len` bytes: `request_timeout` plus a second per MiB.
+    /// The SDK cancels a request that runs over, and the error is transient; a multipart
+    /// upload whose part timed out is aborted like any that does not complete.
+    pub(super) fn timeouts(&self, len: u64) -> aws_sdk_s3::config::Builder {
+        let attempt = attempt_timeout(self.upload.request_timeout, len);
+        aws_sdk_s3::config::Builder::new().timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .operation_attempt_timeout(attempt)
+                .build(),
+        )
+    }
+
     pub fn with_upload(mut self, upload: UploadSettings) -> Self {
         self.upload = upload;
         self
@@ -354,7 +378,8 @@ impl ObjectStore for S3Store {
         metadata: &'a ObjectMetadata,
     ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
         Box::pin(async move {
-            if body.len() as u64 > self.upload.multipart_threshold {
+            let len = body.len() as u64;
+            if len > self.upload.multipart_threshold {
                 return self.put_multipart(key, body, metadata).await;
             }
             let req = self
@@ -368,6 +393,7 @@ impl ObjectStore for S3Store {
             let precondition = self.precondition;
             let sent = req
                 .customize()
+                .config_override(self.timeouts(len))
                 .mutate_request(move |r| precondition.apply(r))
                 .send()
                 .await;

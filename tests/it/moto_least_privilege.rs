@@ -81,6 +81,7 @@ async fn put_delete_only_role_delivers_everything_exactly_once() {
     .with_upload(UploadSettings {
         multipart_threshold: 5 << 20,
         part_size: 5 << 20,
+        ..UploadSettings::default()
     });
     let mut rng = fastrand::Rng::with_seed(3);
     let big = Bytes::from((0..(11 << 20)).map(|_| rng.u8(..)).collect::<Vec<u8>>());

@@ -22,6 +22,7 @@ fn small_parts() -> UploadSettings {
     UploadSettings {
         multipart_threshold: 5 * MIB,
         part_size: 5 * MIB,
+        ..UploadSettings::default()
     }
 }
 
@@ -86,6 +87,46 @@ async fn a_large_object_goes_up_in_parts_and_a_second_upload_gets_412_and_is_abo
         .await;
     assert_eq!(small.unwrap(), PutOutcome::Created);
     assert!(!s3.puts()[2].multipart);
+}
+
+#[tokio::test]
+async fn a_store_that_does_not_answer_fails_the_attempt_in_time_and_the_upload_is_aborted() {
+    let s3 = TestS3::start(&["lake"]).await;
+    let store = store(&s3).await.with_upload(UploadSettings {
+        request_timeout: Duration::from_secs(1),
+        ..small_parts()
+    });
+    // Every object write (a PUT, a Complete) hangs far past the request timeout.
+    s3.set_write_latency(Duration::from_secs(600));
+    let meta = Vec::new();
+    let bound = Duration::from_secs(60);
+
+    let small = tokio::time::timeout(
+        bound,
+        store.put_if_absent("x/small", random_body(1000), &meta),
+    )
+    .await
+    .expect("the attempt outlived its timeout");
+    let error = small.unwrap_err();
+    assert_eq!(error.class, pail::store::ErrorClass::Transient, "{error}");
+
+    // Parts go up; the Complete gets 1 s plus 1 s per MiB, then the upload is aborted.
+    let big = store.put_if_absent("x/big", random_body(6 * MIB as usize), &meta);
+    let big = tokio::time::timeout(bound, big)
+        .await
+        .expect("the upload outlived its timeouts");
+    let error = big.unwrap_err();
+    assert_eq!(error.class, pail::store::ErrorClass::Transient, "{error}");
+    assert_eq!(error.op, "CompleteMultipartUpload", "{error}");
+    assert_eq!(
+        s3.multipart(),
+        MultipartCounts {
+            started: 1,
+            completed: 0,
+            aborted: 1
+        }
+    );
+    assert!(!s3.bucket_dir("lake").join("x/big").exists());
 }
 
 #[tokio::test]

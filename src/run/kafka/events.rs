@@ -106,6 +106,12 @@ impl Source for Loop<'_> {
     }
 
     async fn on_tick(&mut self, driver: &mut Driver<KafkaOffsetStore>) -> Result<(), RunError> {
+        // The tick outranks the source's events in the loop: rebalances already queued are
+        // applied first, so that neither the retries nor the `--once` checks below act on an
+        // assignment that has changed.
+        while let Ok(event) = self.events.try_recv() {
+            self.handle(driver, event).await?;
+        }
         if driver.draining() {
             return Ok(());
         }
