@@ -524,10 +524,12 @@ impl Pipeline {
         METRICS.buffered_bytes.set(self.held_bytes() as u64);
     }
 
-    /// Memory held by segments not yet handed to delivery: open ones, and sealed ones waiting
-    /// for their intent.
+    /// Memory held by segments not yet handed to delivery: open ones, and sealed ones (waiting
+    /// for their intent, or acknowledged and about to be handed over).
     pub fn held_bytes(&self) -> usize {
-        self.open_bytes + self.protocol.awaiting_intent_bytes()
+        // The sealed map, not the protocol's stages: a segment whose intent was acknowledged
+        // is no longer awaiting it, yet is held here until the next `due` hands it over.
+        self.open_bytes + self.sealed.values().map(|s| s.held).sum::<usize>()
     }
 
     /// Segments being encoded or uploaded.

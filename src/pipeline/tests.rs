@@ -302,3 +302,118 @@ async fn a_segment_that_cannot_be_encoded_stops_only_its_partition() {
     p.ingest(record(5)).unwrap();
     assert_eq!(p.stats.records, 10);
 }
+
+/// One step of the budget property test.
+#[derive(Debug, Clone)]
+enum Step {
+    /// A record of about `size` bytes for `partition`, taken only if the pipeline does not
+    /// pause that partition (as the source would).
+    Record {
+        partition: i32,
+        size: usize,
+    },
+    /// The coordinator answers the commits due.
+    Commits {
+        acknowledged: bool,
+    },
+    /// One delivery finishes.
+    Complete,
+    Tick,
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        10 => (0..3i32, prop_oneof![8 => 1..400usize, 1 => 400..4000usize])
+            .prop_map(|(partition, size)| Step::Record { partition, size }),
+        3 => any::<bool>().prop_map(|acknowledged| Step::Commits { acknowledged }),
+        3 => Just(Step::Complete),
+        1 => Just(Step::Tick),
+    ]
+}
+
+/// The largest record the property test makes, as held in memory: payload, row overhead and
+/// a new path's.
+const LARGEST_HELD: usize = 4000 + 64 + 512;
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(48),
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x6275_6467),
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    })]
+
+    /// Whatever the order of records, commit answers and finished deliveries, what the
+    /// pipeline holds (open segments, sealed ones waiting for their intent, those being
+    /// uploaded) never passes the budget by more than the one record that crossed it, as long
+    /// as records come only while their partition is not paused.
+    #[test]
+    fn memory_stays_within_the_budget_whatever_the_interleaving(
+        steps in proptest::collection::vec(step(), 1..400)
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let mut p = pipeline(dir.path(), 20);
+            let budget = 16 << 10;
+            p.limits.max_buffer_bytes = budget;
+            for partition in 0..3 {
+                assign(&mut p, partition, 0, String::new());
+            }
+            let mut next = [0i64; 3];
+            for step in steps {
+                match step {
+                    Step::Record { partition, size } => {
+                        let key: PartitionKey = (Arc::from("t"), partition);
+                        let paused = match p.pause() {
+                            Pause::All => true,
+                            Pause::Partitions(set) => set.contains(&key),
+                        };
+                        if paused {
+                            continue;
+                        }
+                        let offset = next[partition as usize];
+                        next[partition as usize] += 1;
+                        let mut rec = record(offset);
+                        rec.partition = partition;
+                        rec.payload = Some(
+                            format!("{{\"n\":{offset},\"pad\":\"{}\"}}", "x".repeat(size))
+                                .into_bytes(),
+                        );
+                        p.ingest(rec).unwrap();
+                    }
+                    Step::Commits { acknowledged } => {
+                        let due = p.due();
+                        assert!(due.stops.is_empty(), "{:?}", due.stops);
+                        match acknowledged {
+                            true => p.commits_acknowledged(&due.commits),
+                            false => p.commits_failed(&due.commits),
+                        }
+                    }
+                    Step::Complete => {
+                        if p.in_flight() > 0 {
+                            let c = tokio::time::timeout(Duration::from_secs(30), p.next_completion())
+                                .await
+                                .expect("a delivery did not complete")
+                                .expect("no completion while segments are in flight");
+                            p.on_completion(c).unwrap();
+                        }
+                    }
+                    Step::Tick => p.tick(),
+                }
+                let uploading = p.delivery.load(0).bytes;
+                let held = p.held_bytes() + uploading;
+                assert!(
+                    held <= budget + LARGEST_HELD,
+                    "{held} bytes held ({} open or awaiting an intent, {uploading} uploading) \
+                     against a budget of {budget}",
+                    p.held_bytes()
+                );
+            }
+        });
+    }
+}
