@@ -47,6 +47,16 @@ impl Ownership {
         }
     }
 
+    /// Runs `f` with a check of current ownership, holding the lock throughout: no revoke can
+    /// come between a check and what `f` does with its answer. `f` must not block.
+    pub fn while_current<R>(
+        &self,
+        f: impl FnOnce(&dyn Fn(&TopicPartition, u64) -> bool) -> R,
+    ) -> R {
+        let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        f(&|tp, token| tokens.get(tp) == Some(&token))
+    }
+
     /// Whether `token` is still the current ownership of `tp`.
     pub fn is_current(&self, tp: &TopicPartition, token: u64) -> bool {
         let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
