@@ -61,6 +61,12 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 stats.objects_created,
                 stats.objects_existing
             );
+            if stats.sealed_for_memory > 0 {
+                eprintln!(
+                    "{} segments were sealed before their rotation limits to stay within worker.memory_limit",
+                    stats.sealed_for_memory
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config } => match config::load(&config) {

@@ -23,8 +23,8 @@ pub use destination::parse_url;
 pub use secret::Secret;
 pub use settings::{
     BadRecordPolicy, Compression, DestinationSettings, FILE_TOPIC, FileSettings, KafkaProperties,
-    KafkaSettings, Location, MetadataColumns, ParquetSettings, RotationSettings, Settings,
-    SourceSettings, TelemetrySettings, UploadSettings, WorkerSettings,
+    KafkaSettings, Location, MIN_MEMORY_LIMIT, MemoryShares, MetadataColumns, ParquetSettings,
+    RotationSettings, Settings, SourceSettings, TelemetrySettings, UploadSettings, WorkerSettings,
 };
 pub use units::{format_duration, parse_duration, parse_size};
 

@@ -184,6 +184,7 @@ pub struct RawWorker {
     pub max_in_flight_segments: Option<u64>,
     pub max_concurrent_uploads: Option<u64>,
     pub max_buffer_bytes: Option<String>,
+    pub memory_limit: Option<String>,
     pub startup_timeout: Option<String>,
     pub permanent_error_retry: Option<String>,
 }

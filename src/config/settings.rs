@@ -275,13 +275,56 @@ pub struct WorkerSettings {
     pub startup_timeout: Duration,
     pub max_in_flight_segments: usize,
     pub max_concurrent_uploads: usize,
+    /// Everything pail holds, in bytes: see [`MemoryShares`].
+    pub memory_limit: usize,
     /// Bytes buffered in open and in-flight segments before the largest is sealed early and
-    /// consumption waits for uploads.
+    /// consumption waits for uploads: the pipeline's share of `memory_limit`, unless set
+    /// explicitly.
     pub max_buffer_bytes: usize,
     /// Delay between retries of an upload the store refused for good (access denied, missing
     /// bucket, bad credentials): the data is kept and the destination's partitions paused.
     #[serde(serialize_with = "as_duration")]
     pub permanent_error_retry: Duration,
+}
+
+/// The smallest `worker.memory_limit`: below it the shares leave too little for one segment
+/// of ordinary records per partition.
+pub const MIN_MEMORY_LIMIT: usize = 16 << 20;
+
+/// How `worker.memory_limit` is divided. Each share is enforced where that memory lives; the
+/// part not shared out is headroom for what is not buffered data (the encoders' working set,
+/// one Parquet object per concurrent encode, the process itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct MemoryShares {
+    /// Segments open, sealed and waiting for their intent commit, and being uploaded: half.
+    pub pipeline: usize,
+    /// librdkafka's prefetch queues, over every partition of the configured topics: a
+    /// quarter.
+    pub fetch_queues: usize,
+    /// Records read from librdkafka that the run loop has not taken yet: a sixteenth.
+    pub read_ahead: usize,
+}
+
+impl MemoryShares {
+    /// The shares of `limit`.
+    pub fn of(limit: usize) -> Self {
+        Self {
+            pipeline: limit / 2,
+            fetch_queues: limit / 4,
+            read_ahead: limit / 16,
+        }
+    }
+}
+
+impl WorkerSettings {
+    /// How the memory limit is divided; an explicit `max_buffer_bytes` replaces the pipeline's
+    /// share.
+    pub fn memory(&self) -> MemoryShares {
+        MemoryShares {
+            pipeline: self.max_buffer_bytes,
+            ..MemoryShares::of(self.memory_limit)
+        }
+    }
 }
 
 /// `[telemetry]`: the health and metrics endpoint.
@@ -589,11 +632,31 @@ fn worker(raw: &RawWorker, p: &mut Problems) -> Option<WorkerSettings> {
         );
         return None;
     }
-    let max_buffer_bytes = parse_size(raw.max_buffer_bytes.as_deref().unwrap_or("1GiB"))
-        .map_err(|m| p.push("worker.max_buffer_bytes", m))
-        .ok();
+    let memory_limit = parse_size(raw.memory_limit.as_deref().unwrap_or("256MiB"))
+        .map_err(|m| p.push("worker.memory_limit", m))
+        .ok()
+        .and_then(|limit| {
+            let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+            if limit < MIN_MEMORY_LIMIT {
+                p.push(
+                    "worker.memory_limit",
+                    format!("{limit} bytes is below the minimum, 16MiB"),
+                );
+                return None;
+            }
+            Some(limit)
+        });
+    let max_buffer_bytes = match (&raw.max_buffer_bytes, memory_limit) {
+        (Some(text), _) => parse_size(text)
+            .map_err(|m| p.push("worker.max_buffer_bytes", m))
+            .ok()
+            .map(|b| usize::try_from(b).unwrap_or(usize::MAX)),
+        (None, Some(limit)) => Some(MemoryShares::of(limit).pipeline),
+        (None, None) => None,
+    };
     Some(WorkerSettings {
-        max_buffer_bytes: max_buffer_bytes? as usize,
+        memory_limit: memory_limit?,
+        max_buffer_bytes: max_buffer_bytes?,
         shutdown_timeout: shutdown_timeout?,
         startup_timeout: startup_timeout?,
         permanent_error_retry: permanent_error_retry?,

@@ -421,3 +421,34 @@ fn worker_durations_that_would_spin_or_overflow_are_refused() {
         assert!(err.contains(&format!("worker.{key}")), "{key}: {err}");
     }
 }
+
+const LOCAL: &str = "[source]\nkind = \"file\"\npath = \"in.ndjson\"\n[[destinations]]\nname = \"l\"\nurl = \"file://./out\"\nkey_template = \"{topic}\"\ntimestamp = \"field:ts\"\n";
+
+#[test]
+fn the_memory_limit_is_divided_into_shares_that_fit_in_it() {
+    let settings = parse_str(LOCAL).unwrap();
+    assert_eq!(settings.worker.memory_limit, 256 << 20);
+    let shares = settings.worker.memory();
+    assert_eq!(shares, MemoryShares::of(256 << 20));
+    assert_eq!(shares.pipeline, 128 << 20);
+    assert!(shares.pipeline + shares.fetch_queues + shares.read_ahead < 256 << 20);
+
+    let settings = parse_str(&format!("{LOCAL}[worker]\nmemory_limit = \"1GiB\"\n")).unwrap();
+    assert_eq!(settings.worker.memory().fetch_queues, 256 << 20);
+}
+
+#[test]
+fn max_buffer_bytes_replaces_only_the_segments_share() {
+    let text = format!("{LOCAL}[worker]\nmemory_limit = \"64MiB\"\nmax_buffer_bytes = \"8MiB\"\n");
+    let shares = parse_str(&text).unwrap().worker.memory();
+    assert_eq!(shares.pipeline, 8 << 20);
+    assert_eq!(shares.fetch_queues, 16 << 20);
+}
+
+#[test]
+fn a_memory_limit_below_the_minimum_is_refused_with_its_key() {
+    let err = parse_str(&format!("{LOCAL}[worker]\nmemory_limit = \"1MiB\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("worker.memory_limit"), "{err}");
+}

@@ -129,6 +129,11 @@ impl Delivery {
         self.load.get(&index).copied().unwrap_or_default()
     }
 
+    /// Memory held by the segments in flight to every destination.
+    pub fn held_bytes(&self) -> usize {
+        self.load.values().map(|l| l.bytes).sum()
+    }
+
     /// Starts delivering a sealed segment.
     pub fn submit(&mut self, seg: Segment, handoff: Handoff, target: Target) {
         let destination = seg.destination;

@@ -52,6 +52,10 @@ pub struct RunStats {
     pub segments_delivered: u64,
     pub objects_created: u64,
     pub objects_existing: u64,
+    /// Segments sealed before their rotation limits because the memory budget was reached.
+    pub sealed_for_memory: u64,
+    /// The most the budget ever accounted at once: open, sealed and in-flight segments.
+    pub peak_buffered_bytes: u64,
 }
 
 /// Limits that keep memory bounded whatever the traffic.
@@ -98,6 +102,8 @@ pub struct Pipeline {
     protocol: Protocol<PartitionKey>,
     /// Sealed segments waiting for the protocol to let them be uploaded.
     sealed: HashMap<(PartitionKey, SegmentId), Segment>,
+    /// What the segments in `sealed` hold.
+    sealed_bytes: usize,
     delivery: Delivery,
     limits: Limits,
     /// Names records in messages: `Some(path)` for a file source ("path line N").
@@ -121,6 +127,7 @@ impl Pipeline {
             schemas: HashMap::new(),
             protocol: Protocol::new(protocol),
             sealed: HashMap::new(),
+            sealed_bytes: 0,
             delivery,
             limits,
             file_name,
@@ -177,6 +184,7 @@ impl Pipeline {
             self.open_bytes = self.open_bytes.saturating_sub(seg.held);
         }
         self.sealed.retain(|(k, _), _| k != key);
+        self.sealed_bytes = self.sealed.values().map(|s| s.held).sum();
     }
 
     /// Takes one record: route, buffer; seals as the policy (or, while recovering, the
@@ -231,6 +239,10 @@ impl Pipeline {
                 let before = seg.held;
                 seg.push_row(path, payload, key_bytes, rec.offset, rec.timestamp_ms);
                 self.open_bytes += seg.held - before;
+                // Records are the only thing that adds to what the budget counts (sealing and
+                // handing over move bytes between its parts), so its peak is found here.
+                let accounted = (self.held_bytes() + self.delivery.held_bytes()) as u64;
+                self.stats.peak_buffered_bytes = self.stats.peak_buffered_bytes.max(accounted);
             }
             Err(reason) => self.bad_record(&key, &rec, reason)?,
         }
@@ -356,6 +368,11 @@ impl Pipeline {
                 "recovered: every recorded segment re-sealed at its end; \
                  the normal rotation policy applies again");
         }
+        if reason == SealReason::MemoryPressure {
+            self.stats.sealed_for_memory += 1;
+            METRICS.segments_sealed_for_memory.inc();
+        }
+        self.sealed_bytes += seg.held;
         self.sealed.insert((key.clone(), id), seg);
         true
     }
@@ -410,6 +427,7 @@ impl Pipeline {
                     let Some(seg) = self.sealed.remove(&(partition.clone(), segment)) else {
                         continue;
                     };
+                    self.sealed_bytes = self.sealed_bytes.saturating_sub(seg.held);
                     let target = self.router.destinations[seg.destination].target.clone();
                     let handoff = Handoff {
                         partition,
@@ -456,7 +474,7 @@ impl Pipeline {
     /// intent, and those being uploaded to destinations that accept uploads. A destination
     /// that refuses has its partitions paused instead (see [`Pipeline::pause`]), so what it
     /// holds stopped growing when it began failing, and the others go on.
-    fn over_limits(&self) -> bool {
+    pub fn over_limits(&self) -> bool {
         let (mut segments, mut bytes) = (0, self.held_bytes());
         for (i, d) in self.router.destinations.iter().enumerate() {
             if !d.target.health.failing() {
@@ -529,7 +547,7 @@ impl Pipeline {
     pub fn held_bytes(&self) -> usize {
         // The sealed map, not the protocol's stages: a segment whose intent was acknowledged
         // is no longer awaiting it, yet is held here until the next `due` hands it over.
-        self.open_bytes + self.sealed.values().map(|s| s.held).sum::<usize>()
+        self.open_bytes + self.sealed_bytes
     }
 
     /// Segments being encoded or uploaded.

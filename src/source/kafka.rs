@@ -19,12 +19,12 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::Semaphore;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use super::Record;
 use super::ownership::Ownership;
-use super::reader::{Fetched, PartitionReader, ReadFrom};
+use super::prefetch::{self, Prefetch};
+use super::reader::{Fetched, PartitionReader, ReadAhead, ReadFrom};
 use crate::config::KafkaSettings;
 
 /// A topic and partition, owned.
@@ -393,10 +393,11 @@ pub struct KafkaSource {
     topic_names: Vec<Arc<str>>,
 }
 
-/// The librdkafka configuration pail runs with: the user's properties over pail's defaults,
-/// except the settings the delivery protocol depends on.
-pub fn client_config(settings: &KafkaSettings) -> ClientConfig {
-    let mut defaults = BTreeMap::from([
+/// The librdkafka configuration pail runs with: the user's properties over pail's defaults
+/// (the prefetch limits among them), except the settings the delivery protocol depends on.
+pub fn client_config(settings: &KafkaSettings, prefetch: &Prefetch) -> ClientConfig {
+    let prefetch = prefetch.properties();
+    let mut defaults: BTreeMap<&str, &str> = BTreeMap::from([
         // A commit out of range (retention deleted records pail had not read, a truncated log)
         // is an error that stops the partition, not a silent jump; pail seeks partitions with
         // no commit to their start itself. Setting it in [source.properties] accepts the jump.
@@ -408,13 +409,9 @@ pub fn client_config(settings: &KafkaSettings) -> ClientConfig {
         // Partitions that stay with a member across a rebalance keep their open segments;
         // with the eager protocol every rebalance would drop every buffer and read it again.
         ("partition.assignment.strategy", "cooperative-sticky"),
-        // Every partition has its own queue (see `reader`), and librdkafka's prefetch limits
-        // then apply per partition: its defaults (64 MiB, 100k messages) would let a worker
-        // with 64 partitions prefetch 4 GiB.
-        ("queued.max.messages.kbytes", "2048"),
-        ("queued.min.messages", "10000"),
         ("session.timeout.ms", "45000"),
     ]);
+    defaults.extend(prefetch.iter().map(|(k, v)| (*k, v.as_str())));
     let mut config = ClientConfig::new();
     for (k, v) in &settings.properties.0 {
         defaults.remove(k.as_str());
@@ -448,6 +445,7 @@ impl KafkaSource {
     pub fn connect(
         settings: &KafkaSettings,
         subscribe: &[String],
+        prefetch: &Prefetch,
     ) -> Result<(Self, UnboundedReceiver<KafkaEvent>), KafkaSourceError> {
         let (tx, rx) = unbounded_channel();
         let ownership = Arc::new(Ownership::default());
@@ -455,7 +453,7 @@ impl KafkaSource {
             brokers: settings.brokers.clone(),
             source,
         };
-        let consumer: StreamConsumer<PailContext> = client_config(settings)
+        let consumer: StreamConsumer<PailContext> = client_config(settings, prefetch)
             .set_log_level(RDKafkaLogLevel::Warning)
             .create_with_context(PailContext {
                 events: tx,
@@ -478,6 +476,39 @@ impl KafkaSource {
                 .collect(),
         };
         Ok((source, rx))
+    }
+
+    /// The prefetch limits for `share` bytes of fetch queues over every partition of the
+    /// configured topics. When the partitions cannot be counted in `timeout` (the brokers do
+    /// not answer yet), each gets the least it may have, and the connection is tried again by
+    /// the consumer itself.
+    pub async fn prefetch(settings: &KafkaSettings, share: usize, timeout: Duration) -> Prefetch {
+        let config = client_config(settings, &Prefetch::of(share, 1));
+        let topics = settings.topics.clone();
+        let counted = tokio::task::spawn_blocking(move || {
+            prefetch::count_partitions(&config, &topics, timeout)
+        })
+        .await;
+        match counted {
+            Ok(Ok(partitions)) => {
+                let prefetch = Prefetch::of(share, partitions);
+                tracing::debug!(
+                    partitions,
+                    per_partition = prefetch.per_partition,
+                    "librdkafka prefetch sized from the memory limit"
+                );
+                prefetch
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not count the topics' partitions; each \
+                    prefetches the least it may ({} KiB)", prefetch::MIN_PER_PARTITION >> 10);
+                Prefetch::of(0, 1)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "partition count task failed");
+                Prefetch::of(0, 1)
+            }
+        }
     }
 
     /// Checks that the brokers answer and every topic exists.
@@ -514,7 +545,7 @@ impl KafkaSource {
         &self,
         partition: TopicPartition,
         from: ReadFrom,
-        budget: Arc<Semaphore>,
+        budget: ReadAhead,
         out: UnboundedSender<Fetched>,
     ) -> Result<PartitionReader, KafkaSourceError> {
         let queue = self

@@ -3,6 +3,7 @@
 pub mod file;
 pub mod kafka;
 pub mod ownership;
+pub mod prefetch;
 pub mod reader;
 
 use std::sync::Arc;

@@ -14,27 +14,44 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::{FutureExt as _, StreamExt as _};
 use rdkafka::Offset;
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 use super::Record;
 use super::kafka::{PailContext, TopicPartition};
 
-/// Bytes of records read from librdkafka but not yet taken by the run loop, across partitions.
-/// A record larger than this still passes, alone.
-pub const READ_AHEAD_BYTES: usize = 16 << 20;
+/// Bytes of records read from librdkafka but not yet taken by the run loop, across
+/// partitions (the read-ahead share of `worker.memory_limit`). A batch larger than this still
+/// passes, alone.
+#[derive(Debug, Clone)]
+pub struct ReadAhead {
+    permits: Arc<Semaphore>,
+    bytes: usize,
+}
 
-/// What counts against [`READ_AHEAD_BYTES`] for a record: its key and payload, plus what a
-/// record costs around them (its struct, the channel slot, the partition name).
+impl ReadAhead {
+    /// A budget of `bytes` (at least one byte), shared by every reader of a consumer.
+    pub fn new(bytes: usize) -> Self {
+        let bytes = bytes
+            .clamp(1, Semaphore::MAX_PERMITS)
+            .min(u32::MAX as usize);
+        Self {
+            permits: Arc::new(Semaphore::new(bytes)),
+            bytes,
+        }
+    }
+}
+
+/// What counts against the read-ahead budget for a record: its key and payload, plus what a
+/// record costs around them (its struct, the batch slot, the partition name).
 fn weight(record: &Record) -> usize {
-    let bytes =
-        record.payload.as_ref().map_or(0, Vec::len) + record.key.as_ref().map_or(0, Vec::len);
-    (bytes + 256).min(READ_AHEAD_BYTES)
+    record.payload.as_ref().map_or(0, Vec::len) + record.key.as_ref().map_or(0, Vec::len) + 96
 }
 
 /// A partition could not be read at `offset`: nothing from there on is consumed.
@@ -82,11 +99,19 @@ pub enum ReadFailure {
     Misrouted,
 }
 
+/// Records handed over in one batch at most: what librdkafka had ready, up to this many.
+/// One batch is one turn of the run loop, so the loop's per-turn work (health beat, commit
+/// and pause checks) is paid per batch, not per record.
+pub const MAX_BATCH_RECORDS: usize = 2048;
+
+/// Bytes of records handed over in one batch at most (a record larger than this goes alone).
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
+
 /// One step of a partition's reading, in order.
 #[derive(Debug)]
 pub enum Read {
-    /// The next record.
-    Record(Record),
+    /// The next records, in offset order, at least one.
+    Records(Vec<Record>),
     /// The consumer's position moved past the last record handed over without a record
     /// (transaction markers, aborted records): the partition is read up to this offset.
     Position(i64),
@@ -144,7 +169,7 @@ impl PartitionReader {
         queue: StreamPartitionQueue<PailContext>,
         partition: TopicPartition,
         from: ReadFrom,
-        budget: Arc<Semaphore>,
+        budget: ReadAhead,
         out: mpsc::UnboundedSender<Fetched>,
     ) -> Self {
         let reader = Reader {
@@ -169,6 +194,15 @@ impl PartitionReader {
     }
 }
 
+/// One message of the queue, judged.
+enum Taken {
+    Record(Record),
+    /// Not a record and not an error (a partition EOF).
+    Nothing,
+    /// The partition cannot be read further.
+    Failed(Read),
+}
+
 struct Reader {
     consumer: Arc<StreamConsumer<PailContext>>,
     /// Shared by the records of this partition.
@@ -178,7 +212,7 @@ struct Reader {
     /// The offset after the last record handed over.
     next: i64,
     end: Option<i64>,
-    budget: Arc<Semaphore>,
+    budget: ReadAhead,
     out: mpsc::UnboundedSender<Fetched>,
 }
 
@@ -186,49 +220,81 @@ impl Reader {
     async fn run(mut self, queue: StreamPartitionQueue<PailContext>) {
         let mut idle = tokio::time::interval(Duration::from_secs(1));
         idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stream = queue.stream();
         loop {
-            let read = tokio::select! {
+            let first = tokio::select! {
                 biased;
-                message = queue.recv() => match message {
-                    Ok(m) if m.offset() < self.next => self.failed(ReadFailure::WentBack {
-                        offset: m.offset(),
-                        previous: self.next - 1,
-                    }),
-                    Ok(m) => {
-                        let record = Record {
-                            topic: self.topic.clone(),
-                            partition: m.partition(),
-                            offset: m.offset(),
-                            timestamp_ms: m.timestamp().to_millis(),
-                            key: m.key().map(<[u8]>::to_vec),
-                            payload: m.payload().map(<[u8]>::to_vec),
-                        };
-                        self.next = record.offset + 1;
-                        Read::Record(record)
-                    }
-                    // Only with `enable.partition.eof`, which the user may set: not an error.
-                    Err(KafkaError::PartitionEOF(_)) => continue,
-                    Err(e) => match e.rdkafka_error_code() {
-                        Some(RDKafkaErrorCode::AutoOffsetReset) => {
-                            self.failed(ReadFailure::OutOfRange)
-                        }
-                        code => self.failed(ReadFailure::Kafka(code.unwrap_or(RDKafkaErrorCode::Fail))),
-                    },
-                },
+                message = stream.next() => message,
                 _ = idle.tick(), if self.end.is_some_and(|end| self.next < end) => {
                     match self.position() {
                         Some(p) if p > self.next => {
                             self.next = p;
-                            Read::Position(p)
+                            if !self.send(Read::Position(p)).await {
+                                return;
+                            }
                         }
-                        _ => continue,
+                        _ => {}
                     }
+                    continue;
                 }
             };
-            let failed = matches!(read, Read::Failed(_));
-            if !self.send(read).await || failed {
+            // What librdkafka has ready goes in one batch; waiting stops at the first pending.
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            let mut next = first;
+            let mut failed = None;
+            while let Some(message) = next {
+                match self.take(message) {
+                    Taken::Record(record) => {
+                        bytes += weight(&record);
+                        batch.push(record);
+                    }
+                    Taken::Nothing => {}
+                    Taken::Failed(read) => {
+                        failed = Some(read);
+                        break;
+                    }
+                }
+                if batch.len() >= MAX_BATCH_RECORDS || bytes >= MAX_BATCH_BYTES {
+                    break;
+                }
+                next = stream.next().now_or_never().flatten();
+            }
+            if !batch.is_empty() && !self.send(Read::Records(batch)).await {
                 return;
             }
+            if let Some(read) = failed {
+                let _ = self.send(read).await;
+                return;
+            }
+        }
+    }
+
+    /// Judges one message of the queue.
+    fn take(&mut self, message: Result<BorrowedMessage<'_>, KafkaError>) -> Taken {
+        match message {
+            Ok(m) if m.offset() < self.next => Taken::Failed(self.failed(ReadFailure::WentBack {
+                offset: m.offset(),
+                previous: self.next - 1,
+            })),
+            Ok(m) => {
+                let record = Record {
+                    topic: self.topic.clone(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    timestamp_ms: m.timestamp().to_millis(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: m.payload().map(<[u8]>::to_vec),
+                };
+                self.next = record.offset + 1;
+                Taken::Record(record)
+            }
+            // Only with `enable.partition.eof`, which the user may set: not an error.
+            Err(KafkaError::PartitionEOF(_)) => Taken::Nothing,
+            Err(e) => Taken::Failed(match e.rdkafka_error_code() {
+                Some(RDKafkaErrorCode::AutoOffsetReset) => self.failed(ReadFailure::OutOfRange),
+                code => self.failed(ReadFailure::Kafka(code.unwrap_or(RDKafkaErrorCode::Fail))),
+            }),
         }
     }
 
@@ -245,9 +311,17 @@ impl Reader {
     /// loop is gone.
     async fn send(&self, read: Read) -> bool {
         let budget = match &read {
-            Read::Record(r) => {
-                let permits = u32::try_from(weight(r)).unwrap_or(u32::MAX);
-                match self.budget.clone().acquire_many_owned(permits).await {
+            Read::Records(records) => {
+                let weight: usize = records.iter().map(weight).sum();
+                let weight = weight.min(self.budget.bytes);
+                let permits = u32::try_from(weight).unwrap_or(u32::MAX);
+                match self
+                    .budget
+                    .permits
+                    .clone()
+                    .acquire_many_owned(permits)
+                    .await
+                {
                     Ok(p) => Some(p),
                     Err(_) => return false,
                 }
@@ -279,9 +353,4 @@ impl Reader {
         drop(list);
         position
     }
-}
-
-/// A semaphore holding [`READ_AHEAD_BYTES`] permits, shared by every reader of a consumer.
-pub fn read_ahead_budget() -> Arc<Semaphore> {
-    Arc::new(Semaphore::new(READ_AHEAD_BYTES))
 }

@@ -61,6 +61,7 @@ pub struct Metrics {
     pub records_dead_lettered: Counter,
     pub records_skipped: Counter,
     pub segments_sealed: Counter,
+    pub segments_sealed_for_memory: Counter,
     pub segments_delivered: Counter,
     pub recoveries: Counter,
     pub commits: Counter,
@@ -84,6 +85,7 @@ pub static METRICS: Metrics = Metrics {
     records_dead_lettered: Counter::new(),
     records_skipped: Counter::new(),
     segments_sealed: Counter::new(),
+    segments_sealed_for_memory: Counter::new(),
     segments_delivered: Counter::new(),
     recoveries: Counter::new(),
     commits: Counter::new(),
@@ -112,7 +114,7 @@ pub(super) fn family(out: &mut String, name: &str, kind: &str, help: &str, value
 impl Metrics {
     /// The process-wide figures in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
-        let counters: [(&str, &str, &Counter); 15] = [
+        let counters: [(&str, &str, &Counter); 16] = [
             (
                 "pail_records_consumed_total",
                 "Records taken from the source.",
@@ -132,6 +134,11 @@ impl Metrics {
                 "pail_segments_sealed_total",
                 "Segments sealed.",
                 &self.segments_sealed,
+            ),
+            (
+                "pail_segments_sealed_for_memory_total",
+                "Segments sealed before their rotation limits because worker.memory_limit was reached.",
+                &self.segments_sealed_for_memory,
             ),
             (
                 "pail_segments_delivered_total",

@@ -9,6 +9,9 @@
 mod support;
 
 mod bad_input;
+#[path = "../../benches/suite/scenario.rs"]
+mod bench_scenario;
+mod bench_smoke;
 mod cli;
 mod commits;
 mod connection_test;
@@ -20,6 +23,7 @@ mod error_classes;
 mod fuzz_input;
 mod interop;
 mod kafka_to_s3;
+mod memory_budget;
 mod moto_credentials;
 mod moto_least_privilege;
 mod multipart;

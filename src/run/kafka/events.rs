@@ -6,7 +6,7 @@ use rdkafka::error::KafkaError;
 
 use super::Loop;
 use crate::config::{KafkaSettings, Settings};
-use crate::pipeline::Stopped;
+use crate::pipeline::{Pause, Stopped};
 use crate::run::RunError;
 use crate::run::driver::{Driver, KafkaOffsetStore, Source};
 use crate::source::Record;
@@ -54,7 +54,10 @@ impl Source for Loop<'_> {
             // Polled even while paused, and before the readers' records so that a busy stream
             // of them cannot starve it: this poll serves rebalance and error callbacks.
             consumed = self.kafka.recv() => Input::Consumed(consumed),
-            Some(f) = self.reads.recv() => Input::Fetched(f),
+            // While everything is paused for memory, what the readers read waits in the
+            // read-ahead (its own share of the budget), not in the pipeline. Never while a
+            // replay runs: the pause then spares the replaying partitions, which must go on.
+            Some(f) = self.reads.recv(), if self.applied != Some(Pause::All) => Input::Fetched(f),
         }
     }
 

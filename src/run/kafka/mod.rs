@@ -9,10 +9,8 @@
 //! token they were read under.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::time::Instant;
 
@@ -28,9 +26,7 @@ use crate::config::{KafkaSettings, Settings};
 use crate::pipeline::{Pause, Pipeline, RunStats, Stopped};
 use crate::protocol::{Assignment, Committed, StopReason, Token};
 use crate::source::kafka::{KafkaEvent, KafkaSource, PartitionStart, TopicPartition};
-use crate::source::reader::{
-    ConsumeError, Fetched, PartitionReader, Read, ReadFrom, read_ahead_budget,
-};
+use crate::source::reader::{ConsumeError, Fetched, PartitionReader, Read, ReadAhead, ReadFrom};
 use crate::telemetry::{Health, METRICS};
 
 /// How long the run loop waits for the commits and watermarks of newly assigned partitions:
@@ -64,7 +60,7 @@ struct Loop<'a> {
     /// Where the readers send what they read.
     fetched: UnboundedSender<Fetched>,
     /// Bytes read ahead of the loop, shared by the readers.
-    budget: Arc<Semaphore>,
+    budget: ReadAhead,
     /// Owned partitions stopped on a consume error.
     stopped: StoppedPartitions,
 }
@@ -249,19 +245,25 @@ impl Loop<'_> {
         fetched: Fetched,
     ) -> Result<(), RunError> {
         let tp = fetched.partition;
-        let Some(owned) = self.readers.get_mut(&tp) else {
-            return Ok(());
-        };
-        if owned.token != fetched.token {
+        if self
+            .readers
+            .get(&tp)
+            .is_none_or(|o| o.token != fetched.token)
+        {
             return Ok(());
         }
         match fetched.read {
-            Read::Record(record) => {
+            Read::Records(records) => {
                 // While draining, records are left for the next run: nothing past the sealed
                 // segments is committed. (Records read just before a backpressure pause are
                 // still taken: dropping one would leave a hole.)
-                if !driver.draining() && !self.marks.past_end(&tp, record.offset) {
-                    owned.next = record.offset + 1;
+                for record in records {
+                    if driver.draining() || self.marks.past_end(&tp, record.offset) {
+                        break;
+                    }
+                    if let Some(owned) = self.readers.get_mut(&tp) {
+                        owned.next = record.offset + 1;
+                    }
                     self.marks.reached(&tp, record.offset + 1);
                     if self.stopped.resumed(&tp) {
                         self.health.partition_released(&tp.0, tp.1);
@@ -269,19 +271,26 @@ impl Loop<'_> {
                             "partition reads again after its consume error");
                     }
                     driver.pipeline.ingest(record)?;
+                    // Paused the moment the budget is reached, not after the batch: what
+                    // librdkafka delivers until the pause takes effect is taken all the same.
+                    if self.applied != Some(Pause::All) && driver.pipeline.over_limits() {
+                        self.update_pause(driver);
+                    }
                 }
             }
             Read::Position(next) => {
-                owned.next = owned.next.max(next);
+                if let Some(owned) = self.readers.get_mut(&tp) {
+                    owned.next = owned.next.max(next);
+                }
                 self.marks.reached(&tp, next);
             }
             Read::Failed(error) => {
                 // Where the loop stands, not the reader: records it read past the end of a
                 // `--once` run or while draining were not taken.
-                let error = ConsumeError {
-                    offset: owned.next,
-                    ..error
+                let Some(offset) = self.readers.get(&tp).map(|o| o.next) else {
+                    return Ok(());
                 };
+                let error = ConsumeError { offset, ..error };
                 if !driver.draining() && !self.marks.past_end(&tp, error.offset) {
                     self.stop(driver, PartitionStop::Consume(error));
                 }
@@ -455,8 +464,17 @@ pub(super) async fn run_kafka(
         uploads: uploads_stop,
     } = stops;
     let Preflight { ready, passed } = preflight;
-    let (kafka, events) =
-        KafkaSource::connect(source, &events::ready_topics(source, settings, &ready))?;
+    let prefetch = KafkaSource::prefetch(
+        source,
+        settings.worker.memory().fetch_queues,
+        Duration::from_secs(10),
+    )
+    .await;
+    let (kafka, events) = KafkaSource::connect(
+        source,
+        &events::ready_topics(source, settings, &ready),
+        &prefetch,
+    )?;
     let startup = settings.worker.startup_timeout;
     if options.once {
         kafka
@@ -490,7 +508,7 @@ pub(super) async fn run_kafka(
         readers: HashMap::new(),
         assigned: HashMap::new(),
         fetched,
-        budget: read_ahead_budget(),
+        budget: ReadAhead::new(settings.worker.memory().read_ahead),
         stopped: StoppedPartitions::new(
             (!options.once).then_some(settings.worker.permanent_error_retry),
         ),

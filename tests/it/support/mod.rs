@@ -7,10 +7,13 @@ pub mod kafka;
 pub mod kafka_wire;
 pub mod moto;
 pub mod oidc;
+mod percent;
 pub mod read;
 pub mod s3;
 pub mod seaweed;
 pub mod workers;
+
+pub use percent::percent_decode;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -101,26 +104,6 @@ pub async fn run_settings_once(
         pail::run::run(settings, pail::run::RunOptions { once: true }, shutdown),
     )
     .await
-}
-
-/// Decodes `%XX` escapes (invalid ones are kept as they are; invalid UTF-8 is replaced).
-pub fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(hex) = s.get(i + 1..i + 3)
-            && let Ok(b) = u8::from_str_radix(hex, 16)
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A path-style S3 client in us-east-1 for `endpoint`, signing with these keys.
