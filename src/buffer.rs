@@ -47,10 +47,28 @@ impl OpenFile {
         row.has_key.then(|| &self.keys[start..row.key_end])
     }
 
+    /// Bytes its buffers have allocated: what it holds, room not yet used included.
+    pub fn capacity(&self) -> usize {
+        self.payloads.capacity()
+            + self.keys.capacity()
+            + self.rows.capacity() * size_of::<RowMeta>()
+    }
+
     /// True when some row has a Kafka key.
     pub fn has_keys(&self) -> bool {
         self.rows.iter().any(|r| r.has_key)
     }
+}
+
+/// Makes room for `more` items in `v`, growing it by a quarter (at least `more`, at least
+/// 256 bytes) instead of doubling: a buffer's unused room stays within a quarter of what it
+/// holds, and that room is counted against the memory budget like the rest.
+fn grow<T>(v: &mut Vec<T>, more: usize) {
+    if v.capacity() - v.len() >= more {
+        return;
+    }
+    let step = (v.len() / 4).max(more).max(256 / size_of::<T>().max(1));
+    v.reserve_exact(step);
 }
 
 /// Why a segment was sealed; logged and counted.
@@ -95,9 +113,9 @@ pub struct Segment {
     pub records: u64,
     /// Buffered record bytes (payloads, keys and dead-letter lines): what `max_bytes` limits.
     pub bytes: usize,
-    /// Memory the segment holds: `bytes` plus each row's offsets and timestamp and each open
-    /// path, which for ~100-byte events is a third as much again. What the memory budget
-    /// counts.
+    /// Memory the segment holds: what its buffers allocated (`bytes`, each row's offsets and
+    /// timestamp, which for ~100-byte events is a third as much again, and room not yet used:
+    /// at most a quarter, see `grow`) and each open path. What the memory budget counts.
     pub held: usize,
     opened: Instant,
 }
@@ -145,8 +163,14 @@ impl Segment {
                 slot.insert(OpenFile::default())
             }
         };
+        let before = file.capacity();
+        grow(&mut file.payloads, payload.len());
         file.payloads.extend_from_slice(payload);
-        file.keys.extend_from_slice(key.unwrap_or_default());
+        if let Some(key) = key {
+            grow(&mut file.keys, key.len());
+            file.keys.extend_from_slice(key);
+        }
+        grow(&mut file.rows, 1);
         file.rows.push(RowMeta {
             offset,
             timestamp_ms,
@@ -155,20 +179,21 @@ impl Segment {
             has_key: key.is_some(),
         });
         self.records += 1;
-        let len = payload.len() + key.map_or(0, <[u8]>::len);
-        self.bytes += len;
-        self.held += len + size_of::<RowMeta>();
+        self.bytes += payload.len() + key.map_or(0, <[u8]>::len);
+        self.held += file.capacity() - before;
         self.end = offset;
     }
 
     /// Adds one dead-letter NDJSON line (without its newline).
     pub fn push_dead_letter(&mut self, line: &[u8], offset: i64) {
+        let before = self.dead_letters.capacity();
+        grow(&mut self.dead_letters, line.len() + 1);
         self.dead_letters.extend_from_slice(line);
         self.dead_letters.push(b'\n');
         self.dead_letter_count += 1;
         self.records += 1;
         self.bytes += line.len() + 1;
-        self.held += line.len() + 1;
+        self.held += self.dead_letters.capacity() - before;
         self.end = offset;
     }
 

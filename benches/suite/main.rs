@@ -76,7 +76,15 @@ fn main() {
     );
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
     let mut failed = 0;
-    for (id, shape) in loads(scale) {
+    // librdkafka properties to try, `;`-separated: `PAIL_BENCH_KAFKA='queued.min.messages=1000'`.
+    let properties: String = std::env::var("PAIL_BENCH_KAFKA")
+        .unwrap_or_default()
+        .split(';')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| format!("\"{}\" = \"{}\"\n", k.trim(), v.trim()))
+        .collect();
+    for (id, mut shape) in loads(scale) {
+        shape.properties.clone_from(&properties);
         if !picked.is_empty() && !picked.contains(&id) {
             continue;
         }

@@ -53,6 +53,8 @@ pub struct Shape {
     pub rotation: String,
     /// Extra `[worker]` lines, e.g. `memory_limit = "256MiB"`.
     pub worker: String,
+    /// Extra `[source.properties]` lines (librdkafka), from `PAIL_BENCH_KAFKA` in the suite.
+    pub properties: String,
 }
 
 impl Shape {
@@ -66,6 +68,7 @@ impl Shape {
             paths: 1,
             rotation: String::new(),
             worker: String::new(),
+            properties: String::new(),
         }
     }
 
@@ -79,6 +82,7 @@ impl Shape {
             paths: 1,
             rotation: String::new(),
             worker: String::new(),
+            properties: String::new(),
         }
     }
 
@@ -93,6 +97,7 @@ impl Shape {
             paths,
             rotation: String::new(),
             worker: String::new(),
+            properties: String::new(),
         }
     }
 }
@@ -301,6 +306,8 @@ kind = "kafka"
 brokers = "{brokers}"
 group_id = "bench-{topic}"
 topics = ["{topic}"]
+[source.properties]
+{properties}
 
 [[destinations]]
 name = "bench"
@@ -322,6 +329,7 @@ max_age = "1h"
 "#,
         rotation = shape.rotation,
         worker = shape.worker,
+        properties = shape.properties,
     )
 }
 

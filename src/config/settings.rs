@@ -296,12 +296,13 @@ pub const MIN_MEMORY_LIMIT: usize = 16 << 20;
 /// one Parquet object per concurrent encode, the process itself).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct MemoryShares {
-    /// Segments open, sealed and waiting for their intent commit, and being uploaded: half.
+    /// Segments open, sealed and waiting for their intent commit, and being uploaded: three
+    /// eighths.
     pub pipeline: usize,
     /// librdkafka's prefetch queues, over every partition of the configured topics: a
     /// quarter.
     pub fetch_queues: usize,
-    /// Records read from librdkafka that the run loop has not taken yet: a sixteenth.
+    /// Records read from librdkafka that the run loop has not taken yet: a thirty-second.
     pub read_ahead: usize,
 }
 
@@ -309,9 +310,9 @@ impl MemoryShares {
     /// The shares of `limit`.
     pub fn of(limit: usize) -> Self {
         Self {
-            pipeline: limit / 2,
+            pipeline: limit / 8 * 3,
             fetch_queues: limit / 4,
-            read_ahead: limit / 16,
+            read_ahead: limit / 32,
         }
     }
 }

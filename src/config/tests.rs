@@ -430,7 +430,7 @@ fn the_memory_limit_is_divided_into_shares_that_fit_in_it() {
     assert_eq!(settings.worker.memory_limit, 256 << 20);
     let shares = settings.worker.memory();
     assert_eq!(shares, MemoryShares::of(256 << 20));
-    assert_eq!(shares.pipeline, 128 << 20);
+    assert_eq!(shares.pipeline, 96 << 20);
     assert!(shares.pipeline + shares.fetch_queues + shares.read_ahead < 256 << 20);
 
     let settings = parse_str(&format!("{LOCAL}[worker]\nmemory_limit = \"1GiB\"\n")).unwrap();

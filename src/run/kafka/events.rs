@@ -54,10 +54,12 @@ impl Source for Loop<'_> {
             // Polled even while paused, and before the readers' records so that a busy stream
             // of them cannot starve it: this poll serves rebalance and error callbacks.
             consumed = self.kafka.recv() => Input::Consumed(consumed),
-            // While everything is paused for memory, what the readers read waits in the
-            // read-ahead (its own share of the budget), not in the pipeline. Never while a
-            // replay runs: the pause then spares the replaying partitions, which must go on.
-            Some(f) = self.reads.recv(), if self.applied != Some(Pause::All) => Input::Fetched(f),
+            // Over the memory budget, what the readers read waits in the read-ahead (its own
+            // share of the budget), not in the pipeline. Never while a replay runs: the budget
+            // then pauses all but the replaying partitions, which must go on.
+            Some(f) = self.reads.recv(), if !self.held_back && self.applied != Some(Pause::All) => {
+                Input::Fetched(f)
+            }
         }
     }
 

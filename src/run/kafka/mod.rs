@@ -53,6 +53,11 @@ struct Loop<'a> {
     options: RunOptions,
     /// The pause last applied to the consumer; `None` after an assignment change.
     applied: Option<Pause>,
+    /// The memory budget is reached: the loop takes no reads, which wait in the read-ahead;
+    /// the readers then wait for room, librdkafka's queues fill to their limits and it stops
+    /// fetching on its own. librdkafka is not paused: a pause drops what it prefetched, and
+    /// every resume would fetch it again.
+    held_back: bool,
     /// Each owned partition's reader.
     readers: HashMap<TopicPartition, Owned>,
     /// The ownership token of every partition assigned to this worker, read or not.
@@ -273,7 +278,7 @@ impl Loop<'_> {
                     driver.pipeline.ingest(record)?;
                     // Paused the moment the budget is reached, not after the batch: what
                     // librdkafka delivers until the pause takes effect is taken all the same.
-                    if self.applied != Some(Pause::All) && driver.pipeline.over_limits() {
+                    if !self.held_back && driver.pipeline.over_limits() {
                         self.update_pause(driver);
                     }
                 }
@@ -415,13 +420,17 @@ impl Loop<'_> {
         }
     }
 
-    /// Pauses everything while draining or over the limits, and otherwise the partitions the
-    /// pipeline names (a refusing destination's, a partition with too many undelivered
-    /// segments); resumes the rest.
+    /// Pauses everything while draining; over the limits, holds back what the readers read
+    /// (see `held_back`); otherwise pauses the partitions the pipeline names (a refusing
+    /// destination's, a partition with too many undelivered segments) and resumes the rest.
     fn update_pause(&mut self, driver: &mut Driver<KafkaOffsetStore>) {
+        self.held_back = false;
         let want = match driver.pipeline.pause() {
             _ if driver.draining() => Pause::All,
-            Pause::All => Pause::All,
+            Pause::All => {
+                self.held_back = true;
+                return;
+            }
             Pause::Partitions(mut set) => {
                 let stopped: Vec<TopicPartition> = self.stopped.paused().cloned().collect();
                 for (topic, partition) in stopped {
@@ -505,6 +514,7 @@ pub(super) async fn run_kafka(
         marks: Watermarks::default(),
         options,
         applied: None,
+        held_back: false,
         readers: HashMap::new(),
         assigned: HashMap::new(),
         fetched,
