@@ -117,6 +117,7 @@ fn main() {
     let settings = ParquetSettings {
         compression: Compression::Zstd,
         row_group_size: 128 * 1024,
+        row_group_bytes: 8 << 20,
         metadata: MetadataColumns::ALL,
     };
     let source = Provenance {

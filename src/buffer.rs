@@ -78,6 +78,10 @@ pub enum SealReason {
     Bytes,
     Age,
     OpenPaths,
+    /// An open file reached `target_file_size` of Parquet.
+    FileSize,
+    /// A record would change the type of a column a streaming file has written.
+    SchemaChange,
     MemoryPressure,
     Drain,
     Recovery,
@@ -206,7 +210,10 @@ impl Segment {
     pub fn full(&self, rotation: &RotationSettings) -> Option<SealReason> {
         if self.records >= rotation.max_records {
             Some(SealReason::Records)
-        } else if self.bytes as u64 >= rotation.max_bytes {
+        } else if rotation
+            .max_bytes
+            .is_some_and(|max| self.bytes as u64 >= max)
+        {
             Some(SealReason::Bytes)
         } else {
             None

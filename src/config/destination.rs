@@ -114,11 +114,12 @@ pub(super) fn destination(
     let rotation = {
         let r = &raw.rotation;
         let max_bytes = match &r.max_bytes {
-            None => Some(128 << 20),
-            Some(toml::Value::Integer(i)) if *i > 0 => Some(*i as u64),
+            None => Some(None),
+            Some(toml::Value::Integer(i)) if *i > 0 => Some(Some(*i as u64)),
             Some(toml::Value::String(s)) => parse_size(s)
                 .map_err(|m| p.push(format!("{at}.rotation.max_bytes"), m))
-                .ok(),
+                .ok()
+                .map(Some),
             Some(_) => {
                 p.push(
                     format!("{at}.rotation.max_bytes"),
@@ -127,6 +128,9 @@ pub(super) fn destination(
                 None
             }
         };
+        let target_file_size = parse_size(r.target_file_size.as_deref().unwrap_or("128MiB"))
+            .map_err(|m| p.push(format!("{at}.rotation.target_file_size"), m))
+            .ok();
         let max_age = parse_duration(r.max_age.as_deref().unwrap_or("5m"))
             .map_err(|m| p.push(format!("{at}.rotation.max_age"), m))
             .ok();
@@ -134,7 +138,8 @@ pub(super) fn destination(
         let max_open_paths = r.max_open_paths.unwrap_or(64) as usize;
         for (key, zero) in [
             ("max_records", max_records == 0),
-            ("max_bytes", max_bytes == Some(0)),
+            ("max_bytes", max_bytes == Some(Some(0))),
+            ("target_file_size", target_file_size == Some(0)),
             ("max_age", max_age == Some(Duration::ZERO)),
             ("max_open_paths", max_open_paths == 0),
         ] {
@@ -142,10 +147,11 @@ pub(super) fn destination(
                 p.push(format!("{at}.rotation.{key}"), "must be greater than zero");
             }
         }
-        match (max_bytes, max_age) {
-            (Some(max_bytes), Some(max_age)) => Some(RotationSettings {
+        match (max_bytes, max_age, target_file_size) {
+            (Some(max_bytes), Some(max_age), Some(target_file_size)) => Some(RotationSettings {
                 max_records,
                 max_bytes,
+                target_file_size,
                 max_age,
                 max_open_paths,
             }),
@@ -171,6 +177,18 @@ pub(super) fn destination(
             "must be greater than zero",
         );
     }
+    let row_group_bytes = parse_size(raw.parquet.row_group_bytes.as_deref().unwrap_or("8MiB"))
+        .map_err(|m| p.push(format!("{at}.parquet.row_group_bytes"), m))
+        .ok()
+        .filter(|&b| {
+            if b < MIN_ROW_GROUP_BYTES {
+                p.push(
+                    format!("{at}.parquet.row_group_bytes"),
+                    "must be at least 64KiB",
+                );
+            }
+            b >= MIN_ROW_GROUP_BYTES
+        });
     let upload = upload(raw, at, p);
     let schema = super::schema::schema(raw, at, p);
     let metadata = super::schema::metadata_columns(&raw.schema, at, p);
@@ -197,12 +215,16 @@ pub(super) fn destination(
         parquet: ParquetSettings {
             compression: compression?,
             row_group_size,
+            row_group_bytes: row_group_bytes? as usize,
             metadata: metadata?,
         },
         upload: upload?,
         schema: schema?,
     })
 }
+
+/// Smaller row groups cost more in footers and page headers than they save in memory.
+const MIN_ROW_GROUP_BYTES: u64 = 64 << 10;
 
 /// S3 takes parts of 5 MiB to 5 GiB, at most 10,000 of them.
 const MIN_PART_SIZE: u64 = 5 << 20;

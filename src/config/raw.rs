@@ -164,6 +164,7 @@ pub struct RawAuth {
 pub struct RawRotation {
     pub max_records: Option<u64>,
     pub max_bytes: Option<toml::Value>,
+    pub target_file_size: Option<String>,
     pub max_age: Option<String>,
     pub max_open_paths: Option<u64>,
 }
@@ -174,6 +175,7 @@ pub struct RawRotation {
 pub struct RawParquet {
     pub compression: Option<String>,
     pub row_group_size: Option<u64>,
+    pub row_group_bytes: Option<String>,
 }
 
 /// `[worker]`.

@@ -212,7 +212,11 @@ pub enum BadRecordPolicy {
 #[derive(Debug, Clone, Serialize)]
 pub struct RotationSettings {
     pub max_records: u64,
-    pub max_bytes: u64,
+    /// Buffered record bytes (raw JSON) per segment; unlimited unless set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+    /// Encoded Parquet bytes per object: the size objects are cut at.
+    pub target_file_size: u64,
     #[serde(serialize_with = "as_duration")]
     pub max_age: Duration,
     pub max_open_paths: usize,
@@ -223,6 +227,9 @@ pub struct RotationSettings {
 pub struct ParquetSettings {
     pub compression: Compression,
     pub row_group_size: usize,
+    /// Record bytes (raw JSON) after which a file's rows are encoded as a row group and the
+    /// file starts streaming out.
+    pub row_group_bytes: usize,
     /// The `_kafka_*` columns added to every row.
     pub metadata: MetadataColumns,
 }

@@ -59,7 +59,7 @@ fn the_documented_example_loads() {
             prefix: "prefix".into()
         }
     );
-    assert_eq!(d.rotation.max_bytes, 128 << 20);
+    assert_eq!(d.rotation.max_bytes, Some(128 << 20));
     assert!(d.path_style);
     match &s.source {
         SourceSettings::Kafka(k) => {
@@ -451,4 +451,26 @@ fn a_memory_limit_below_the_minimum_is_refused_with_its_key() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("worker.memory_limit"), "{err}");
+}
+
+#[test]
+fn objects_are_sized_in_parquet_bytes_not_buffered_json() {
+    let text = FULL.replace("max_bytes = \"128MiB\"\n", "");
+    let d = parse_str(&text).unwrap().destinations.remove(0);
+    assert_eq!(d.rotation.target_file_size, 128 << 20);
+    assert_eq!(d.rotation.max_bytes, None, "no JSON limit unless set");
+    assert_eq!(d.parquet.row_group_bytes, 8 << 20);
+
+    let text = FULL.replace(
+        "compression = \"zstd\"\n",
+        "compression = \"zstd\"\nrow_group_bytes = \"4KiB\"\n",
+    );
+    let err = parse_str(&text).unwrap_err().to_string();
+    assert!(err.contains("parquet.row_group_bytes"), "{err}");
+    let text = FULL.replace(
+        "max_age = \"5m\"\n",
+        "max_age = \"5m\"\ntarget_file_size = \"0\"\n",
+    );
+    let err = parse_str(&text).unwrap_err().to_string();
+    assert!(err.contains("rotation.target_file_size"), "{err}");
 }

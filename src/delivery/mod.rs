@@ -2,6 +2,7 @@
 //! uploaded, and which offsets committed, is the protocol's business (`crate::protocol`).
 
 mod objects;
+mod stream;
 mod upload;
 
 use std::collections::HashMap;
@@ -18,7 +19,8 @@ use crate::protocol::{SegmentId, Token};
 use crate::store::{ObjectStore, PutOutcome};
 use crate::telemetry::DestinationHealth;
 
-pub use objects::{PlannedObject, join_key, object_name, plan_objects};
+pub use objects::{PlannedObject, join_key, object_name, plan_objects, streamed_metadata};
+pub use stream::{ObjectStream, StreamMemory, StreamObject, StreamReport, Writers};
 pub use upload::{RetryContext, RetryPolicy, UploadError, put_with_retry};
 
 /// A topic-partition.
@@ -39,6 +41,8 @@ pub struct Target {
     pub store: Arc<dyn ObjectStore>,
     pub prefix: String,
     pub parquet: ParquetSettings,
+    /// Bytes of each multipart part (the last may be smaller).
+    pub part_size: u64,
     /// Where uploads report refusals and successes.
     pub health: Arc<DestinationHealth>,
 }
@@ -97,10 +101,8 @@ pub struct Completion {
 /// Segments being encoded and uploaded.
 pub struct Delivery {
     tasks: JoinSet<Completion>,
-    uploads: Arc<Semaphore>,
-    encoders: Arc<Semaphore>,
-    policy: RetryPolicy,
-    shutdown: CancellationToken,
+    /// Upload slots, encoder slots, retries and memory, shared with streaming writers.
+    writers: Writers,
     /// Per destination index: what is being encoded or uploaded.
     load: HashMap<usize, Load>,
 }
@@ -111,10 +113,13 @@ impl Delivery {
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
             tasks: JoinSet::new(),
-            uploads: Arc::new(Semaphore::new(max_uploads)),
-            encoders: Arc::new(Semaphore::new(cpus)),
-            policy,
-            shutdown,
+            writers: Writers {
+                memory: StreamMemory::default(),
+                encoders: Arc::new(Semaphore::new(cpus)),
+                uploads: Arc::new(Semaphore::new(max_uploads)),
+                policy,
+                shutdown,
+            },
             load: HashMap::new(),
         }
     }
@@ -129,24 +134,39 @@ impl Delivery {
         self.load.get(&index).copied().unwrap_or_default()
     }
 
-    /// Memory held by the segments in flight to every destination.
+    /// Memory held by the segments in flight to every destination, and by the writers of
+    /// streamed files (open or sealed).
     pub fn held_bytes(&self) -> usize {
-        self.load.values().map(|l| l.bytes).sum()
+        self.load.values().map(|l| l.bytes).sum::<usize>() + self.writers.memory.held()
     }
 
-    /// Starts delivering a sealed segment.
-    pub fn submit(&mut self, seg: Segment, handoff: Handoff, target: Target) {
+    /// Memory the writers of streamed files hold.
+    pub fn stream_memory(&self) -> &StreamMemory {
+        &self.writers.memory
+    }
+
+    /// Starts the writer of a file that streams out while it is open.
+    pub fn start_stream(&self, object: StreamObject, target: Target) -> ObjectStream {
+        ObjectStream::start(object, target, &self.writers)
+    }
+
+    /// Starts delivering a sealed segment: its buffered files are encoded and uploaded, its
+    /// streamed files (`streams`, already finished) are completed.
+    pub fn submit(
+        &mut self,
+        seg: Segment,
+        streams: Vec<ObjectStream>,
+        handoff: Handoff,
+        target: Target,
+    ) {
         let destination = seg.destination;
         let load = self.load.entry(destination).or_default();
         load.segments += 1;
         load.bytes += seg.held;
-        let uploads = self.uploads.clone();
-        let encoders = self.encoders.clone();
-        let policy = self.policy;
-        let shutdown = self.shutdown.clone();
+        let writers = self.writers.clone();
         self.tasks.spawn(async move {
             let bytes = seg.held;
-            let result = deliver(seg, target, uploads, encoders, policy, shutdown).await;
+            let result = deliver(seg, streams, target, writers).await;
             Completion {
                 handoff: Some(handoff),
                 destination,
@@ -175,17 +195,25 @@ impl Delivery {
 
 async fn deliver(
     seg: Segment,
+    streams: Vec<ObjectStream>,
     target: Target,
-    uploads: Arc<Semaphore>,
-    encoders: Arc<Semaphore>,
-    policy: RetryPolicy,
-    shutdown: CancellationToken,
+    writers: Writers,
 ) -> Result<SegmentReport, DeliveryError> {
+    let Writers {
+        encoders,
+        uploads,
+        policy,
+        shutdown,
+        ..
+    } = writers;
     let mut report = SegmentReport {
         rows: seg.files.values().map(|f| f.rows.len() as u64).sum(),
         dead_letters: seg.dead_letter_count,
         ..SegmentReport::default()
     };
+    let (start, end) = (seg.start, seg.end);
+    // Streamed files complete beside the buffered ones' PUTs.
+    let completions = futures::future::join_all(streams.into_iter().map(ObjectStream::complete));
     let destination = target.name.clone();
     let objects = {
         let _permit = encoders
@@ -225,7 +253,38 @@ async fn deliver(
             Ok::<_, UploadError>(outcome)
         }
     });
-    for outcome in futures::future::join_all(puts).await {
+    let (outcomes, completed) =
+        futures::future::join(futures::future::join_all(puts), completions).await;
+    for done in completed {
+        match done {
+            Ok(streamed) => {
+                report.rows += streamed.rows;
+                match streamed.outcome {
+                    PutOutcome::Created => report.objects_created += 1,
+                    PutOutcome::AlreadyExists => report.objects_existing += 1,
+                }
+            }
+            // The writer knows the file, not the segment: name the segment's offsets.
+            Err(DeliveryError::Encode {
+                destination,
+                topic,
+                partition,
+                source,
+                ..
+            }) => {
+                return Err(DeliveryError::Encode {
+                    destination,
+                    topic,
+                    partition,
+                    start,
+                    end,
+                    source,
+                });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    for outcome in outcomes {
         match outcome {
             Ok(PutOutcome::Created) => report.objects_created += 1,
             Ok(PutOutcome::AlreadyExists) => report.objects_existing += 1,

@@ -47,6 +47,19 @@ pub fn object_name(
     }
 }
 
+/// The user metadata of a streamed object, whose upload is created before its last record
+/// is known: what is known then (its Parquet footer holds the rest).
+pub fn streamed_metadata(seg: &Segment, first: i64) -> ObjectMetadata {
+    let mut m = metadata(seg, first, 0, 0);
+    m.retain(|(k, _)| {
+        !matches!(
+            k.as_str(),
+            "pail-last-offset" | "pail-record-count" | "pail-segment"
+        )
+    });
+    m
+}
+
 fn metadata(seg: &Segment, first: i64, last: i64, count: usize) -> ObjectMetadata {
     vec![
         ("pail-version".into(), PAIL_VERSION.into()),

@@ -96,6 +96,30 @@ pub async fn put_with_retry(
     metadata: &ObjectMetadata,
     cx: RetryContext<'_>,
 ) -> Result<PutOutcome, UploadError> {
+    let len = body.len() as u64;
+    let outcome = with_retry(cx, || store.put_if_absent(key, body.clone(), metadata)).await?;
+    count_outcome(cx.health, outcome, len);
+    Ok(outcome)
+}
+
+/// Counts a written object on its destination.
+pub fn count_outcome(health: &DestinationHealth, outcome: PutOutcome, len: u64) {
+    match outcome {
+        PutOutcome::Created => {
+            health.objects_created.inc();
+            health.bytes_uploaded.add(len);
+        }
+        PutOutcome::AlreadyExists => health.objects_existing.inc(),
+    }
+}
+
+/// Runs one store operation until it succeeds, as [`put_with_retry`] does a PUT: the same
+/// slots, backoff, health reports and limits, for every request of a streamed upload too.
+pub async fn with_retry<T, F, Fut>(cx: RetryContext<'_>, mut op: F) -> Result<T, UploadError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
     let RetryContext {
         policy,
         health,
@@ -103,7 +127,6 @@ pub async fn put_with_retry(
         shutdown,
     } = cx;
     let mut attempt = 0u32;
-    let len = body.len() as u64;
     loop {
         let attempted = {
             // A destination that is failing probes with one upload at a time: a store that
@@ -119,19 +142,12 @@ pub async fn put_with_retry(
                 () = shutdown.cancelled() => return Err(UploadError::Cancelled),
                 slot = slots.acquire() => slot.map_err(|_| UploadError::Cancelled)?,
             };
-            store.put_if_absent(key, body.clone(), metadata).await
+            op().await
         };
         let error = match attempted {
-            Ok(outcome) => {
+            Ok(done) => {
                 health.report_success();
-                match outcome {
-                    PutOutcome::Created => {
-                        health.objects_created.inc();
-                        health.bytes_uploaded.add(len);
-                    }
-                    PutOutcome::AlreadyExists => health.objects_existing.inc(),
-                }
-                return Ok(outcome);
+                return Ok(done);
             }
             Err(e) => e,
         };

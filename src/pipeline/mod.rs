@@ -7,13 +7,17 @@
 mod dead_letter;
 mod route;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crate::buffer::{SealReason, Segment};
 use crate::config::{BadRecordPolicy, DestinationSettings};
-use crate::delivery::{Completion, Delivery, DeliveryError, Handoff, PartitionKey, Target};
+use crate::delivery::{
+    Completion, Delivery, DeliveryError, Handoff, ObjectStream, PartitionKey, StreamMemory,
+    StreamObject, Target, join_key, object_name, streamed_metadata,
+};
 use crate::protocol::{
     Action, Assignment, Commit, Cut, Offset, Protocol, SegmentId, Settings as ProtocolSettings,
     Start, StopReason,
@@ -92,16 +96,46 @@ pub struct Due {
     pub stops: Vec<Stopped>,
 }
 
+/// The files of one segment that stream out while it is open, by path.
+#[derive(Debug, Default)]
+struct Streams {
+    files: BTreeMap<String, ObjectStream>,
+    /// What their writers hold (rows handed over, encoded bytes not yet uploaded).
+    held: Arc<AtomicUsize>,
+}
+
+impl Streams {
+    fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Parquet bytes of its largest file so far.
+    fn largest_file(&self) -> u64 {
+        self.files
+            .values()
+            .map(ObjectStream::encoded)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// A file whose rows are below this is sealed, not flushed, when memory runs short: a row
+/// group smaller than this costs more in footers and headers than it saves.
+const MIN_MEMORY_FLUSH: usize = 64 << 10;
+
 /// Open segments per partition, the protocol, and the delivery stage.
 pub struct Pipeline {
     router: Router,
     open: HashMap<PartitionKey, Segment>,
+    /// The streaming files of open segments.
+    streams: HashMap<PartitionKey, Streams>,
     open_bytes: usize,
     /// The evolving schema of each destination and topic (infer mode), files are written with.
     schemas: HashMap<(usize, Arc<str>), Arc<Fields>>,
     protocol: Protocol<PartitionKey>,
-    /// Sealed segments waiting for the protocol to let them be uploaded.
-    sealed: HashMap<(PartitionKey, SegmentId), Segment>,
+    /// Sealed segments waiting for the protocol to let them be uploaded, with their streamed
+    /// files (finished, waiting to complete).
+    sealed: HashMap<(PartitionKey, SegmentId), (Segment, Vec<ObjectStream>)>,
     /// What the segments in `sealed` hold.
     sealed_bytes: usize,
     delivery: Delivery,
@@ -123,6 +157,7 @@ impl Pipeline {
         Self {
             router: Router::new(destinations),
             open: HashMap::new(),
+            streams: HashMap::new(),
             open_bytes: 0,
             schemas: HashMap::new(),
             protocol: Protocol::new(protocol),
@@ -179,12 +214,14 @@ impl Pipeline {
         }
     }
 
+    /// Dropping a streamed file's handle aborts its upload: its object never appears.
     fn drop_buffers(&mut self, key: &PartitionKey) {
         if let Some(seg) = self.open.remove(key) {
             self.open_bytes = self.open_bytes.saturating_sub(seg.held);
         }
+        self.streams.remove(key);
         self.sealed.retain(|(k, _), _| k != key);
-        self.sealed_bytes = self.sealed.values().map(|s| s.held).sum();
+        self.sealed_bytes = self.sealed.values().map(|(s, _)| s.held).sum();
     }
 
     /// Takes one record: route, buffer; seals as the policy (or, while recovering, the
@@ -213,16 +250,31 @@ impl Pipeline {
         {
             self.seal(&key, SealReason::OpenPaths);
         }
+        // A file with row groups written cannot change a column's type: cut before the
+        // record that would. Where this happens depends on the segment's records alone, so a
+        // replay (which cannot cut) finds its recorded end here instead.
+        if let Ok((_, object)) = &routed
+            && self.streams.get(&key).is_some_and(|s| !s.files.is_empty())
+            && self.protocol.may_cut(&key)
+            && let Some(seg) = self.open.get(&key)
+            && self.router.destinations[dest_idx]
+                .settings
+                .schema
+                .reshapes(&seg.schema, object)
+        {
+            self.seal(&key, SealReason::SchemaChange);
+        }
         let Ok(admission) = self.protocol.admit(&key, rec.offset) else {
             return Ok(());
         };
         self.stats.records += 1;
         METRICS.records_consumed.inc();
         let start = admission.segment_start;
-        let seg = self
-            .open
-            .entry(key.clone())
-            .or_insert_with(|| Segment::new(key.0.clone(), key.1, dest_idx, start));
+        let seg = self.open.entry(key.clone()).or_insert_with(|| {
+            let mut seg = Segment::new(key.0.clone(), key.1, dest_idx, start);
+            seg.lineage = Some(admission.lineage);
+            seg
+        });
         // Admitted against the segment the record lands in (after any seal above), so a
         // replay of that segment admits exactly the same records.
         let admitted = routed.and_then(|(path, object)| {
@@ -237,8 +289,22 @@ impl Pipeline {
                 let payload = rec.payload.as_deref().unwrap_or_default();
                 let key_bytes = rec.key.as_deref();
                 let before = seg.held;
-                seg.push_row(path, payload, key_bytes, rec.offset, rec.timestamp_ms);
+                let parquet = &self.router.destinations[dest_idx].settings.parquet;
+                let flush = seg.files.get(&path).is_some_and(|f| {
+                    f.rows.len() + 1 >= parquet.row_group_size
+                        || f.payloads.len() + payload.len() >= parquet.row_group_bytes
+                });
+                seg.push_row(
+                    path.clone(),
+                    payload,
+                    key_bytes,
+                    rec.offset,
+                    rec.timestamp_ms,
+                );
                 self.open_bytes += seg.held - before;
+                if flush {
+                    self.flush(&key, &path);
+                }
                 // Records are the only thing that adds to what the budget counts (sealing and
                 // handing over move bytes between its parts), so its peak is found here.
                 let accounted = (self.held_bytes() + self.delivery.held_bytes()) as u64;
@@ -256,26 +322,93 @@ impl Pipeline {
             return Ok(());
         }
         let rotation = &self.router.destinations[dest_idx].settings.rotation;
-        if let Some(reason) = self.open.get(&key).and_then(|s| s.full(rotation)) {
+        let reason = self
+            .open
+            .get(&key)
+            .and_then(|s| s.full(rotation))
+            .or_else(|| {
+                self.streams
+                    .get(&key)
+                    .is_some_and(|s| s.largest_file() >= rotation.target_file_size)
+                    .then_some(SealReason::FileSize)
+            });
+        if let Some(reason) = reason {
             self.seal(&key, reason);
         }
         self.relieve_memory();
         Ok(())
     }
 
-    /// Over the budget, seals the largest open segment while the protocol allows it. A segment
-    /// being replayed cannot be cut short of its recorded end: then nothing is sealed (sealing
-    /// the others instead would only make them tiny) and the source is paused (see
-    /// [`Pipeline::pause`]) until the replay reaches its end.
+    /// Encodes a file's buffered rows as a row group: its writer starts (the first time) and
+    /// its bytes stream out as parts while the file stays open.
+    fn flush(&mut self, key: &PartitionKey, path: &str) {
+        let Some(seg) = self.open.get_mut(key) else {
+            return;
+        };
+        let Some(file) = seg.files.get_mut(path) else {
+            return;
+        };
+        let rows = std::mem::take(file);
+        let capacity = rows.capacity();
+        seg.held = seg.held.saturating_sub(capacity);
+        self.open_bytes = self.open_bytes.saturating_sub(capacity);
+        let settings = &self.router.destinations[seg.destination].settings;
+        let schema = settings.schema.segment_schema(&seg.schema);
+        let streams = self.streams.entry(key.clone()).or_default();
+        let stream = match streams.files.entry(path.to_string()) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                let target = self.router.destinations[seg.destination].target.clone();
+                let name =
+                    object_name(&seg.topic, seg.partition, seg.lineage, seg.start, "parquet");
+                let first = rows.rows.first().map_or(seg.start, |r| r.offset);
+                let object = StreamObject {
+                    key: join_key(&[&target.prefix, path, &name]),
+                    topic: seg.topic.clone(),
+                    partition: seg.partition,
+                    metadata: streamed_metadata(seg, first),
+                    segment_held: streams.held.clone(),
+                };
+                slot.insert(self.delivery.start_stream(object, target))
+            }
+        };
+        stream.write_group(rows, schema);
+    }
+
+    /// Over the budget, frees memory while the protocol allows it. Buffered rows over half the
+    /// budget are flushed as row groups (the largest file first; its file stays open and
+    /// keeps its size); over the whole budget, counting what the open segments' writers hold,
+    /// the largest open segment is sealed. A segment being replayed is neither flushed nor
+    /// cut short of its recorded end: then nothing is done here (sealing the others instead
+    /// would only make them tiny) and the source is paused (see [`Pipeline::pause`]) until
+    /// the replay reaches its end.
     fn relieve_memory(&mut self) {
-        while self.open_bytes > self.limits.max_buffer_bytes {
+        let limit = self.limits.max_buffer_bytes;
+        while self.open_bytes > limit / 2 {
+            let Some((key, path, bytes)) = self.largest_file() else {
+                break;
+            };
+            if bytes < MIN_MEMORY_FLUSH {
+                break;
+            }
+            METRICS.row_groups_flushed_for_memory.inc();
+            self.flush(&key, &path);
+        }
+        // Open segments keep to three quarters of the budget, so that they alone never hold
+        // the source back (see `over_limits`): what is over the budget then is sealed
+        // segments, whose delivery frees it.
+        let open_limit = limit / 4 * 3;
+        if self.open_bytes + self.delivery.stream_memory().held() <= open_limit {
+            return;
+        }
+        while self.open_bytes + self.open_stream_bytes() > open_limit {
             // Partitions at the cap cannot be cut and are paused already; of the others, the
             // largest.
             let Some(largest) = self
                 .open
                 .iter()
                 .filter(|(k, _)| !self.protocol.at_cap(k))
-                .max_by_key(|(_, s)| s.held)
+                .max_by_key(|(k, s)| s.held + self.streams.get(*k).map_or(0, Streams::held))
                 .map(|(k, _)| k.clone())
             else {
                 return;
@@ -285,6 +418,21 @@ impl Pipeline {
             }
             self.seal(&largest, SealReason::MemoryPressure);
         }
+    }
+
+    /// The largest buffered file of a partition that may be flushed now.
+    fn largest_file(&self) -> Option<(PartitionKey, String, usize)> {
+        self.open
+            .iter()
+            .filter(|(k, _)| self.protocol.may_cut(k))
+            .flat_map(|(k, s)| s.files.iter().map(move |(p, f)| (k, p, f.capacity())))
+            .max_by_key(|(_, _, bytes)| *bytes)
+            .map(|(k, p, bytes)| (k.clone(), p.clone(), bytes))
+    }
+
+    /// What the writers of open segments hold.
+    fn open_stream_bytes(&self) -> usize {
+        self.streams.values().map(Streams::held).sum()
     }
 
     fn bad_record(
@@ -372,8 +520,20 @@ impl Pipeline {
             self.stats.sealed_for_memory += 1;
             METRICS.segments_sealed_for_memory.inc();
         }
+        let mut finished = Vec::new();
+        if let Some(streams) = self.streams.remove(key) {
+            let settings = &self.router.destinations[seg.destination].settings;
+            let schema = settings.schema.segment_schema(&seg.schema);
+            let also = seg.written_as.clone().unwrap_or_else(|| schema.clone());
+            for (path, mut stream) in streams.files {
+                let rows = seg.files.remove(&path).unwrap_or_default();
+                seg.held = seg.held.saturating_sub(rows.capacity());
+                stream.finish(rows, schema.clone(), also.clone());
+                finished.push(stream);
+            }
+        }
         self.sealed_bytes += seg.held;
-        self.sealed.insert((key.clone(), id), seg);
+        self.sealed.insert((key.clone(), id), (seg, finished));
         true
     }
 
@@ -424,7 +584,8 @@ impl Pipeline {
                     token,
                     segment,
                 } => {
-                    let Some(seg) = self.sealed.remove(&(partition.clone(), segment)) else {
+                    let Some((seg, streams)) = self.sealed.remove(&(partition.clone(), segment))
+                    else {
                         continue;
                     };
                     self.sealed_bytes = self.sealed_bytes.saturating_sub(seg.held);
@@ -434,7 +595,7 @@ impl Pipeline {
                         token,
                         segment,
                     };
-                    self.delivery.submit(seg, handoff, target);
+                    self.delivery.submit(seg, streams, handoff, target);
                 }
                 Action::Stop {
                     partition,
@@ -444,6 +605,7 @@ impl Pipeline {
                     if let Some(seg) = self.open.remove(&partition) {
                         self.open_bytes = self.open_bytes.saturating_sub(seg.held);
                     }
+                    self.streams.remove(&partition);
                     due.stops.push(Stopped {
                         partition,
                         offset,
@@ -475,7 +637,8 @@ impl Pipeline {
     /// that refuses has its partitions paused instead (see [`Pipeline::pause`]), so what it
     /// holds stopped growing when it began failing, and the others go on.
     pub fn over_limits(&self) -> bool {
-        let (mut segments, mut bytes) = (0, self.held_bytes());
+        let streamed = self.delivery.stream_memory().held();
+        let (mut segments, mut bytes) = (0, self.held_bytes() + streamed);
         for (i, d) in self.router.destinations.iter().enumerate() {
             if !d.target.health.failing() {
                 let load = self.delivery.load(i);
@@ -563,6 +726,12 @@ impl Pipeline {
     /// Nothing left to upload or commit for what was sealed.
     pub fn settled(&self) -> bool {
         self.protocol.settled() && self.delivery.in_flight() == 0
+    }
+
+    /// What streaming writers hold, and the signal they give memory back by (a part
+    /// uploaded, rows encoded), which may let held-back consumption go on.
+    pub fn stream_memory(&self) -> StreamMemory {
+        self.delivery.stream_memory().clone()
     }
 
     /// Waits for the next delivery to finish.

@@ -32,6 +32,7 @@ fn pipeline(root: &Path, max_records: u64) -> Pipeline {
         store: Arc::new(LocalStore::new(root.to_path_buf(), true)),
         prefix: String::new(),
         parquet: d.parquet.clone(),
+        part_size: d.upload.part_size,
         health: Arc::new(DestinationHealth::new(&d.name)),
     };
     let delivery = Delivery::new(2, RetryPolicy::bounded(), CancellationToken::new());

@@ -145,6 +145,8 @@ pub struct Admission {
     pub segment_start: Offset,
     /// The record ends a recorded segment: seal with [`Cut::Recorded`] right after it.
     pub seal_after: bool,
+    /// The life of the offsets its segment's objects are named after.
+    pub lineage: Lineage,
 }
 
 /// Why a segment is sealed. A policy or final cut happens only when the partition is neither
@@ -335,6 +337,7 @@ impl<P: Ord + Clone + fmt::Debug> Protocol<P> {
         Ok(Admission {
             segment_start: start,
             seal_after: state.forced_ends.front() == Some(&offset),
+            lineage: state.lineage,
         })
     }
 

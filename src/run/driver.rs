@@ -262,6 +262,7 @@ pub(super) async fn run<S: Source>(
 ) -> Result<(), RunError> {
     let mut tick = interval(period);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let released = driver.pipeline.stream_memory();
     loop {
         let wants_events = source.wants_events(driver);
         tokio::select! {
@@ -275,6 +276,8 @@ pub(super) async fn run<S: Source>(
             Some(c) = driver.pipeline.next_completion(), if driver.pipeline.in_flight() > 0 => {
                 driver.on_completion(c)?;
             }
+            // Memory a streaming writer gave back may let held-back consumption go on.
+            () = released.released() => {}
             _ = tick.tick() => {
                 driver.on_tick()?;
                 source.on_tick(driver).await?;

@@ -118,6 +118,7 @@ pub async fn run(
                 store,
                 prefix: key_prefix(&d.location).to_string(),
                 parquet: d.parquet.clone(),
+                part_size: d.upload.part_size,
                 health: Arc::new(DestinationHealth::new(&d.name)),
             },
             settings: d.clone(),

@@ -56,11 +56,16 @@ pub struct Assessment {
     pub conflict: Option<String>,
     /// The path of a new field whose name is over [`MAX_FIELD_NAME_BYTES`].
     pub long_name: Option<String>,
+    /// An existing field's type would change (widened, conflicting, or a struct gaining a
+    /// field), as opposed to new top-level fields only: a file whose row groups are partly
+    /// written cannot take it.
+    pub reshapes: bool,
 }
 
 impl Assessment {
     fn absorb(&mut self, other: Assessment) {
         self.changes |= other.changes;
+        self.reshapes |= other.reshapes;
         self.added += other.added;
         if self.conflict.is_none() {
             self.conflict = other.conflict;
@@ -120,7 +125,12 @@ impl Fields {
         for (name, value) in object {
             let path = prefix.child(name);
             match self.index.get(name) {
-                Some(&i) => self.kinds[i].assess(value, rules, path, a),
+                Some(&i) => {
+                    let changed_before = std::mem::take(&mut a.changes);
+                    self.kinds[i].assess(value, rules, path, a);
+                    a.reshapes |= a.changes;
+                    a.changes |= changed_before;
+                }
                 None => {
                     a.changes = true;
                     if name.len() > MAX_FIELD_NAME_BYTES && a.long_name.is_none() {

@@ -105,6 +105,30 @@ impl SchemaSettings {
         Ok(())
     }
 
+    /// Whether admitting `object` would change the type of a column `segment` already has
+    /// (or add a field named like a metadata column): what a file with row groups already
+    /// written cannot take. New top-level fields it can (see `encode::stream`).
+    pub fn reshapes(&self, segment: &Fields, object: &Map<String, Value>) -> bool {
+        match &self.mode {
+            SchemaMode::Declared(_) => false,
+            SchemaMode::Infer { rules, .. } => {
+                segment.assess(object, rules).reshapes
+                    || object
+                        .keys()
+                        .any(|k| METADATA_COLUMNS.contains(&k.as_str()) && !segment.contains(k))
+            }
+        }
+    }
+
+    /// The schema a segment's rows are encoded with as row groups while its files stream:
+    /// the segment's own, so that where a file must be cut depends on its records alone.
+    pub fn segment_schema(&self, segment: &Fields) -> FileSchema {
+        match &self.mode {
+            SchemaMode::Declared(d) => FileSchema::Declared(d.clone()),
+            SchemaMode::Infer { .. } => FileSchema::Inferred(Arc::new(segment.clone())),
+        }
+    }
+
     /// The schema a sealed segment is written with. In `infer` mode the segment's schema is
     /// joined into `evolving` (the destination's schema for its topic) first; an evolving
     /// schema that outgrows `max_columns` starts again from the segment's. An event field

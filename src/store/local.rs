@@ -6,7 +6,10 @@ use std::path::{Component, Path, PathBuf};
 
 use bytes::Bytes;
 
-use super::{BoxFuture, ErrorClass, ObjectMetadata, ObjectStore, PutOutcome, StoreError};
+use super::{
+    BoxFuture, ErrorClass, ObjectMetadata, ObjectStore, PartReceipt, PutOutcome, StoreError,
+    UploadId,
+};
 
 /// Objects as files under `root`; keys are relative paths.
 #[derive(Debug, Clone)]
@@ -51,7 +54,23 @@ impl LocalStore {
     }
 
     fn put_blocking(&self, key: &str, body: &[u8]) -> Result<PutOutcome, StoreError> {
-        let path = self.path_of(key, "PUT")?;
+        self.place(key, "PUT", |f| f.write_all(body))
+    }
+
+    /// Where the parts of upload `id` wait: a hidden directory under the root.
+    fn upload_dir(&self, id: &UploadId) -> PathBuf {
+        self.root.join(UPLOADS).join(&id.0)
+    }
+
+    /// Writes `key` with what `fill` writes into a temporary file, then links it into place
+    /// (never replacing an object when overwrite protection is on).
+    fn place(
+        &self,
+        key: &str,
+        op: &'static str,
+        fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+    ) -> Result<PutOutcome, StoreError> {
+        let path = self.path_of(key, op)?;
         let io = |e: std::io::Error| {
             let class = match e.kind() {
                 // A name the file system cannot hold never will (a component over 255 bytes).
@@ -60,7 +79,7 @@ impl LocalStore {
                 | ErrorKind::InvalidFilename => ErrorClass::Permanent,
                 _ => ErrorClass::Transient,
             };
-            self.error("PUT", key, class, e.to_string())
+            self.error(op, key, class, e.to_string())
         };
         let dir = path.parent().unwrap_or(&self.root);
         std::fs::create_dir_all(dir).map_err(io)?;
@@ -75,7 +94,7 @@ impl LocalStore {
         ));
         let result = (|| {
             let mut f = std::fs::File::create_new(&tmp)?;
-            f.write_all(body)?;
+            fill(&mut f)?;
             f.sync_all()?;
             if self.overwrite_protection {
                 match std::fs::hard_link(&tmp, &path) {
@@ -97,7 +116,98 @@ impl LocalStore {
     }
 }
 
+/// The hidden directory multipart uploads gather their parts in.
+const UPLOADS: &str = ".pail-uploads";
+
 impl ObjectStore for LocalStore {
+    fn create_upload<'a>(
+        &'a self,
+        key: &'a str,
+        _metadata: &'a ObjectMetadata,
+    ) -> BoxFuture<'a, Result<UploadId, StoreError>> {
+        Box::pin(async move {
+            self.path_of(key, "CreateMultipartUpload")?;
+            let id = UploadId(format!(
+                "{:016x}{:016x}",
+                fastrand::u64(..),
+                fastrand::u64(..)
+            ));
+            tokio::fs::create_dir_all(self.upload_dir(&id))
+                .await
+                .map_err(|e| {
+                    self.error(
+                        "CreateMultipartUpload",
+                        key,
+                        ErrorClass::Transient,
+                        e.to_string(),
+                    )
+                })?;
+            Ok(id)
+        })
+    }
+
+    fn upload_part<'a>(
+        &'a self,
+        key: &'a str,
+        upload: &'a UploadId,
+        number: i32,
+        body: Bytes,
+    ) -> BoxFuture<'a, Result<PartReceipt, StoreError>> {
+        Box::pin(async move {
+            let path = self.upload_dir(upload).join(format!("{number:05}"));
+            tokio::fs::write(&path, &body)
+                .await
+                .map_err(|e| self.error("UploadPart", key, ErrorClass::Transient, e.to_string()))?;
+            Ok(PartReceipt {
+                number,
+                etag: None,
+                checksum_crc32: None,
+            })
+        })
+    }
+
+    fn complete_if_absent<'a>(
+        &'a self,
+        key: &'a str,
+        upload: &'a UploadId,
+        parts: &'a [PartReceipt],
+    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
+        let this = self.clone();
+        let key_owned = key.to_string();
+        let dir = self.upload_dir(upload);
+        let numbers: Vec<i32> = parts.iter().map(|p| p.number).collect();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let outcome = this.place(&key_owned, "CompleteMultipartUpload", |f| {
+                    for n in &numbers {
+                        let mut part = std::fs::File::open(dir.join(format!("{n:05}")))?;
+                        std::io::copy(&mut part, f)?;
+                    }
+                    Ok(())
+                });
+                if outcome.is_ok() {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                outcome
+            })
+            .await
+            .map_err(|e| {
+                self.error(
+                    "CompleteMultipartUpload",
+                    key,
+                    ErrorClass::Transient,
+                    e.to_string(),
+                )
+            })?
+        })
+    }
+
+    fn abort_upload<'a>(&'a self, _key: &'a str, upload: &'a UploadId) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let _ = tokio::fs::remove_dir_all(self.upload_dir(upload)).await;
+        })
+    }
+
     fn put_if_absent<'a>(
         &'a self,
         key: &'a str,

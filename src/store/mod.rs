@@ -58,7 +58,23 @@ pub struct StoreError {
 /// User metadata stored with an object (`x-amz-meta-*` on S3).
 pub type ObjectMetadata = Vec<(String, String)>;
 
+/// A multipart upload in progress: the store's id for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadId(pub String);
+
+/// What the store answered for one uploaded part, needed to complete the upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartReceipt {
+    /// 1-based, in the order of the object's bytes.
+    pub number: i32,
+    pub etag: Option<String>,
+    pub checksum_crc32: Option<String>,
+}
+
 /// Where sealed segments are written. Implementations never read, list or overwrite.
+///
+/// Large objects are streamed: parts go up while their file is still being written, and the
+/// object appears only when [`ObjectStore::complete_if_absent`] succeeds.
 pub trait ObjectStore: Send + Sync + fmt::Debug {
     /// Writes `body` at `key` unless an object already exists there.
     fn put_if_absent<'a>(
@@ -68,11 +84,64 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
         metadata: &'a ObjectMetadata,
     ) -> BoxFuture<'a, Result<PutOutcome, StoreError>>;
 
+    /// Starts a multipart upload of `key`; nothing is visible until it completes.
+    fn create_upload<'a>(
+        &'a self,
+        key: &'a str,
+        metadata: &'a ObjectMetadata,
+    ) -> BoxFuture<'a, Result<UploadId, StoreError>> {
+        let _ = metadata;
+        Box::pin(async move { Err(no_multipart(key, "CreateMultipartUpload")) })
+    }
+
+    /// Uploads part `number` of an upload.
+    fn upload_part<'a>(
+        &'a self,
+        key: &'a str,
+        upload: &'a UploadId,
+        number: i32,
+        body: Bytes,
+    ) -> BoxFuture<'a, Result<PartReceipt, StoreError>> {
+        let _ = (upload, number, body);
+        Box::pin(async move { Err(no_multipart(key, "UploadPart")) })
+    }
+
+    /// Completes an upload from its parts unless an object already exists at `key`
+    /// (`If-None-Match: *`): `AlreadyExists` means an earlier attempt wrote it.
+    fn complete_if_absent<'a>(
+        &'a self,
+        key: &'a str,
+        upload: &'a UploadId,
+        parts: &'a [PartReceipt],
+    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
+        let _ = (upload, parts);
+        Box::pin(async move { Err(no_multipart(key, "CompleteMultipartUpload")) })
+    }
+
+    /// Abandons an upload, best effort: a store that refuses leaves its parts to a lifecycle
+    /// rule (counted and logged by the implementation).
+    fn abort_upload<'a>(&'a self, key: &'a str, upload: &'a UploadId) -> BoxFuture<'a, ()> {
+        let _ = (key, upload);
+        Box::pin(async {})
+    }
+
     /// Deletes `key` (used by the connection test only).
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// The store's URL, for messages.
     fn describe(&self) -> String;
+}
+
+fn no_multipart(key: &str, op: &'static str) -> StoreError {
+    StoreError {
+        class: ErrorClass::Permanent,
+        op,
+        target: key.to_string(),
+        code: None,
+        message: "this store does not take multipart uploads".into(),
+        status: None,
+        bucket_region: None,
+    }
 }
 
 /// Builds the store a destination writes to.

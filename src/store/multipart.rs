@@ -7,7 +7,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
 use super::s3::{S3Store, is_precondition_failed, with_object_options};
-use super::{ErrorClass, ObjectMetadata, PutOutcome, StoreError};
+use super::{ErrorClass, ObjectMetadata, PartReceipt, PutOutcome, StoreError, UploadId};
 use crate::telemetry::METRICS;
 
 /// Parts of one object uploaded at the same time.
@@ -21,6 +21,20 @@ impl S3Store {
         body: Bytes,
         metadata: &ObjectMetadata,
     ) -> Result<PutOutcome, StoreError> {
+        let upload = self.create(key, metadata).await?;
+        let result = self.parts_and_complete(key, &upload, body).await;
+        if !matches!(result, Ok(PutOutcome::Created)) {
+            // Parts of an upload that did not complete are billed until aborted.
+            self.abort(key, &upload).await;
+        }
+        result
+    }
+
+    pub(super) async fn create(
+        &self,
+        key: &str,
+        metadata: &ObjectMetadata,
+    ) -> Result<UploadId, StoreError> {
         let mut create = self
             .client
             .create_multipart_upload()
@@ -47,44 +61,60 @@ impl S3Store {
             });
         };
         METRICS.multipart_uploads.inc();
-        let result = self.parts_and_complete(key, &upload_id, body).await;
-        if !matches!(result, Ok(PutOutcome::Created)) {
-            // Parts of an upload that did not complete are billed until aborted.
-            self.abort(key, &upload_id).await;
-        }
-        result
+        Ok(UploadId(upload_id))
     }
 
     async fn parts_and_complete(
         &self,
         key: &str,
-        upload_id: &str,
+        upload: &UploadId,
         body: Bytes,
     ) -> Result<PutOutcome, StoreError> {
         let part_size = self.upload.part_size as usize;
-        let total = body.len() as u64;
         let chunks = (0..body.len().div_ceil(part_size)).map(|i| {
             let end = ((i + 1) * part_size).min(body.len());
             (i as i32 + 1, body.slice(i * part_size..end))
         });
-        let parts: Vec<CompletedPart> = futures::stream::iter(chunks)
-            .map(|(number, chunk)| self.upload_part(key, upload_id, number, chunk))
+        let parts: Vec<PartReceipt> = futures::stream::iter(chunks)
+            .map(|(number, chunk)| self.part(key, upload, number, chunk))
             .buffered(PART_CONCURRENCY)
             .try_collect()
             .await?;
+        self.complete(key, upload, &parts).await
+    }
+
+    /// Completes with `If-None-Match: *`: a 412 means an earlier attempt wrote the object.
+    pub(super) async fn complete(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        parts: &[PartReceipt],
+    ) -> Result<PutOutcome, StoreError> {
+        let completed = parts
+            .iter()
+            .map(|p| {
+                CompletedPart::builder()
+                    .part_number(p.number)
+                    .set_e_tag(p.etag.clone())
+                    .set_checksum_crc32(p.checksum_crc32.clone())
+                    .build()
+            })
+            .collect();
         let complete = self
             .client
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
-            .upload_id(upload_id)
+            .upload_id(&upload.0)
             .multipart_upload(
                 CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
+                    .set_parts(Some(completed))
                     .build(),
             );
         let precondition = self.precondition;
-        // Completing takes longer the larger the object (S3 assembles it meanwhile).
+        // Completing takes longer the larger the object (S3 assembles it meanwhile): allow
+        // for the parts' bytes.
+        let total = parts.len() as u64 * self.upload.part_size;
         let sent = complete
             .customize()
             .config_override(self.timeouts(total))
@@ -98,49 +128,48 @@ impl S3Store {
         }
     }
 
-    async fn upload_part(
+    pub(super) async fn part(
         &self,
         key: &str,
-        upload_id: &str,
+        upload: &UploadId,
         number: i32,
         chunk: Bytes,
-    ) -> Result<CompletedPart, StoreError> {
-        let chunk_len = chunk.len() as u64;
+    ) -> Result<PartReceipt, StoreError> {
+        let len = chunk.len() as u64;
         let mut req = self
             .client
             .upload_part()
             .bucket(&self.bucket)
             .key(key)
-            .upload_id(upload_id)
+            .upload_id(&upload.0)
             .part_number(number)
             .content_length(chunk.len() as i64)
             .body(chunk.into());
         if self.part_checksums {
             req = req.checksum_algorithm(ChecksumAlgorithm::Crc32);
         }
-        let len = chunk_len;
         let out = req
             .customize()
             .config_override(self.timeouts(len))
             .send()
             .await
             .map_err(|e| self.error("UploadPart", key, &e))?;
-        Ok(CompletedPart::builder()
-            .part_number(number)
-            .set_e_tag(out.e_tag().map(str::to_string))
-            .set_checksum_crc32(out.checksum_crc32().map(str::to_string))
-            .build())
+        Ok(PartReceipt {
+            number,
+            etag: out.e_tag().map(str::to_string),
+            checksum_crc32: out.checksum_crc32().map(str::to_string),
+        })
     }
 
     /// Best effort: a store that refuses (no s3:AbortMultipartUpload) leaves the parts to a
     /// lifecycle rule; the refusal is counted and logged, never fatal.
-    async fn abort(&self, key: &str, upload_id: &str) {
+    pub(super) async fn abort(&self, key: &str, upload: &UploadId) {
         let result = self
             .client
             .abort_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
-            .upload_id(upload_id)
+            .upload_id(&upload.0)
             .send()
             .await;
         match result {
@@ -152,7 +181,7 @@ impl S3Store {
                     return;
                 }
                 METRICS.multipart_abort_failures.inc();
-                tracing::warn!(%error, upload_id,
+                tracing::warn!(%error, upload_id = %upload.0,
                     "cannot abort an incomplete multipart upload; its parts stay until removed. \
                      Allow s3:AbortMultipartUpload or add a lifecycle rule that aborts incomplete \
                      multipart uploads after a day");

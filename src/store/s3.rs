@@ -16,7 +16,10 @@ use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 use bytes::Bytes;
 
-use super::{BoxFuture, ErrorClass, ObjectMetadata, ObjectStore, PutOutcome, StoreError};
+use super::{
+    BoxFuture, ErrorClass, ObjectMetadata, ObjectStore, PartReceipt, PutOutcome, StoreError,
+    UploadId,
+};
 use crate::auth::{AuthError, credentials_provider};
 use crate::config::{AuthSettings, DestinationSettings, Provider, UploadSettings, WriteOptions};
 
@@ -416,6 +419,37 @@ impl ObjectStore for S3Store {
                 .map(|_| ())
                 .map_err(|e| self.error("DELETE", key, &e))
         })
+    }
+
+    fn create_upload<'a>(
+        &'a self,
+        key: &'a str,
+        metadata: &'a ObjectMetadata,
+    ) -> BoxFuture<'a, Result<UploadId, StoreError>> {
+        Box::pin(self.create(key, metadata))
+    }
+
+    fn upload_part<'a>(
+        &'a self,
+        key: &'a str,
+        upload: &'a UploadId,
+        number: i32,
+        body: Bytes,
+    ) -> BoxFuture<'a, Result<PartReceipt, StoreError>> {
+        Box::pin(self.part(key, upload, number, body))
+    }
+
+    fn complete_if_absent<'a>(
+        &'a self,
+        key: &'a str,
+        upload: &'a UploadId,
+        parts: &'a [PartReceipt],
+    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
+        Box::pin(self.complete(key, upload, parts))
+    }
+
+    fn abort_upload<'a>(&'a self, key: &'a str, upload: &'a UploadId) -> BoxFuture<'a, ()> {
+        Box::pin(self.abort(key, upload))
     }
 
     fn describe(&self) -> String {

@@ -69,6 +69,8 @@ pub struct Metrics {
     pub multipart_uploads: Counter,
     pub multipart_aborts: Counter,
     pub multipart_abort_failures: Counter,
+    pub streamed_parts: Counter,
+    pub row_groups_flushed_for_memory: Counter,
     pub credential_refreshes: Counter,
     pub credential_refresh_failures: Counter,
     pub consume_errors: Counter,
@@ -93,6 +95,8 @@ pub static METRICS: Metrics = Metrics {
     multipart_uploads: Counter::new(),
     multipart_aborts: Counter::new(),
     multipart_abort_failures: Counter::new(),
+    streamed_parts: Counter::new(),
+    row_groups_flushed_for_memory: Counter::new(),
     credential_refreshes: Counter::new(),
     credential_refresh_failures: Counter::new(),
     consume_errors: Counter::new(),
@@ -114,7 +118,7 @@ pub(super) fn family(out: &mut String, name: &str, kind: &str, help: &str, value
 impl Metrics {
     /// The process-wide figures in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
-        let counters: [(&str, &str, &Counter); 16] = [
+        let counters: [(&str, &str, &Counter); 18] = [
             (
                 "pail_records_consumed_total",
                 "Records taken from the source.",
@@ -169,6 +173,16 @@ impl Metrics {
                 "pail_multipart_aborts_total",
                 "Multipart uploads aborted after a failure or a 412.",
                 &self.multipart_aborts,
+            ),
+            (
+                "pail_streamed_parts_total",
+                "Multipart parts uploaded while their file was still open.",
+                &self.streamed_parts,
+            ),
+            (
+                "pail_row_groups_flushed_for_memory_total",
+                "Row groups written early because the memory budget was reached (the file stays open).",
+                &self.row_groups_flushed_for_memory,
             ),
             (
                 "pail_multipart_abort_failures_total",

@@ -38,5 +38,6 @@ mod schema_drift;
 mod schema_modes;
 mod shutdown;
 mod store_conformance;
+mod streaming;
 mod undeliverable;
 mod web_identity;

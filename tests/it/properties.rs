@@ -145,6 +145,7 @@ proptest! {
         let parquet = ParquetSettings {
             compression: Compression::None,
             row_group_size: 3,
+            row_group_bytes: 8 << 20,
             metadata: MetadataColumns::ALL,
         };
         let mut evolving = Arc::new(Fields::default());

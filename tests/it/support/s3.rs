@@ -83,6 +83,8 @@ struct State {
     puts: Vec<PutRecord>,
     options: Vec<OptionHeaders>,
     multipart: MultipartCounts,
+    /// Parts uploaded (UploadPart answered 2xx).
+    parts: u64,
     faults: VecDeque<Fault>,
     /// How long every object write takes, key reserved, before it is stored.
     write_latency: std::time::Duration,
@@ -224,6 +226,11 @@ impl TestS3 {
     pub fn multipart(&self) -> MultipartCounts {
         self.state.lock().unwrap().multipart
     }
+
+    /// Multipart parts stored so far.
+    pub fn parts(&self) -> u64 {
+        self.state.lock().unwrap().parts
+    }
 }
 
 /// What a request does, as far as the audit cares.
@@ -235,6 +242,7 @@ enum Kind {
     },
     Delete,
     CreateUpload,
+    UploadPart,
     AbortUpload,
     Other,
 }
@@ -253,6 +261,7 @@ fn kind(req: &Request<Incoming>) -> Kind {
     }
     match *req.method() {
         Method::PUT if !has("uploadId") => Kind::Write { multipart: false },
+        Method::PUT => Kind::UploadPart,
         Method::POST if has("uploadId") => Kind::Write { multipart: true },
         Method::POST if has("uploads") => Kind::CreateUpload,
         Method::DELETE if has("uploadId") => Kind::AbortUpload,
@@ -363,6 +372,13 @@ async fn handle(
         }
     };
     match kind {
+        Kind::UploadPart => {
+            let resp = pass(req).await?;
+            if resp.status().is_success() {
+                st.lock().unwrap().parts += 1;
+            }
+            return Ok(resp);
+        }
         Kind::Delete | Kind::CreateUpload | Kind::AbortUpload => {
             let key = object_key(&req).unwrap_or_default();
             let resp = pass(req).await?;

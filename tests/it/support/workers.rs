@@ -46,6 +46,9 @@ secret_access_key = "{SECRET_KEY}"
 [destinations.rotation]
 max_records = 1000
 max_age = "{max_age}"
+# Every file streams: its rows are encoded in row groups of 250 as they arrive.
+[destinations.parquet]
+row_group_size = 250
 
 [worker]
 max_concurrent_uploads = 4
@@ -64,7 +67,10 @@ pub fn spawn_worker(config: &Path, log: &Path) -> Child {
         .unwrap();
     Command::new(super::pail_bin())
         .args(["run", "--config", config.to_str().unwrap()])
-        .env("PAIL_LOG", "info")
+        .env(
+            "PAIL_LOG",
+            std::env::var("PAIL_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stderr(log)
         .kill_on_drop(true)
         .spawn()

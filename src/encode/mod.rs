@@ -1,8 +1,12 @@
-//! Sealed files → Parquet bytes, with `_kafka_*` metadata columns and provenance metadata.
+//! Buffered rows → Parquet bytes, with `_kafka_*` metadata columns and provenance metadata:
+//! a whole file at once (`encode_parquet`), or row group by row group as a file fills
+//! (`stream::ParquetStream`).
 //!
 //! The fast path feeds the buffered payloads straight into arrow-json's decoder with the
-//! inferred schema. If a file holds a type conflict that decoder cannot coerce (an object in
-//! a JSON-text column, say), the file is re-encoded from normalised values instead.
+//! inferred schema. If rows hold a type conflict that decoder cannot coerce (an object in
+//! a JSON-text column, say), they are decoded again from normalised values instead.
+
+pub mod stream;
 
 use std::sync::Arc;
 
@@ -49,6 +53,14 @@ pub enum EncodeError {
     RowCount { got: usize, want: usize },
     #[error("stored payload no longer parses: {0}")]
     Reparse(#[from] serde_json::Error),
+    /// A streamed file's column would change type after row groups with the old type were
+    /// written; the segment should have been cut before the record that changed it.
+    #[error("column {column:?} was written as {was} and cannot become {now} in the same file")]
+    ColumnChanged {
+        column: String,
+        was: String,
+        now: String,
+    },
 }
 
 /// Identifies the source of a file for its metadata.
@@ -65,12 +77,32 @@ pub fn encode_parquet(
     source: Provenance<'_>,
     settings: &ParquetSettings,
 ) -> Result<Vec<u8>, EncodeError> {
-    if !schema.raw_decodable() {
-        return encode_with(file, schema, source, settings, true);
+    let (arrow_schema, batches) = record_batches(file, schema, source, settings)?;
+    let first = file.rows.first().map_or(0, |r| r.offset);
+    let last = file.rows.last().map_or(0, |r| r.offset);
+    let props = writer_properties(settings, source, first, last, file.rows.len());
+    let mut writer = ArrowWriter::try_new(Vec::new(), arrow_schema, Some(props))?;
+    for batch in &batches {
+        writer.write(batch)?;
     }
-    match encode_with(file, schema, source, settings, false) {
-        Ok(bytes) => Ok(bytes),
-        Err(EncodeError::Arrow(_)) => encode_with(file, schema, source, settings, true),
+    Ok(writer.into_inner()?)
+}
+
+/// Decodes a file's rows into record batches with the columns of `schema` and the metadata
+/// columns. The fast path feeds the raw payloads to arrow-json; a type conflict that decoder
+/// cannot coerce is decoded again from normalised values.
+pub fn record_batches(
+    file: &OpenFile,
+    schema: &FileSchema,
+    source: Provenance<'_>,
+    settings: &ParquetSettings,
+) -> Result<(SchemaRef, Vec<RecordBatch>), EncodeError> {
+    if !schema.raw_decodable() {
+        return batches_with(file, schema, source, settings, true);
+    }
+    match batches_with(file, schema, source, settings, false) {
+        Ok(batches) => Ok(batches),
+        Err(EncodeError::Arrow(_)) => batches_with(file, schema, source, settings, true),
         Err(other) => Err(other),
     }
 }
@@ -103,13 +135,13 @@ fn meta_fields(file: &OpenFile, schema: &FileSchema, settings: &ParquetSettings)
     .collect()
 }
 
-fn encode_with(
+fn batches_with(
     file: &OpenFile,
     file_schema: &FileSchema,
     source: Provenance<'_>,
     settings: &ParquetSettings,
     normalize: bool,
-) -> Result<Vec<u8>, EncodeError> {
+) -> Result<(SchemaRef, Vec<RecordBatch>), EncodeError> {
     let user_fields = file_schema.to_arrow();
     let meta_fields = meta_fields(file, file_schema, settings);
     let user_schema: SchemaRef = Arc::new(Schema::new(user_fields.clone()));
@@ -117,26 +149,21 @@ fn encode_with(
     all.extend(meta_fields.iter().cloned().map(Arc::new));
     let schema = Arc::new(Schema::new(all));
 
-    let first = file.rows.first().map_or(0, |r| r.offset);
-    let last = file.rows.last().map_or(0, |r| r.offset);
-    let props = writer_properties(settings, source, first, last, file.rows.len());
-    let mut writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props))?;
-
     let batch_rows = settings.row_group_size.clamp(1, 8192);
+    let mut batches = Vec::with_capacity(file.rows.len().div_ceil(batch_rows));
     let mut row = 0;
     while row < file.rows.len() {
         let n = batch_rows.min(file.rows.len() - row);
         let mut columns = decode_rows(file, file_schema, &user_schema, row, n, normalize)?;
         columns.extend(meta_columns(&meta_fields, file, row, n, source));
-        let batch = RecordBatch::try_new_with_options(
+        batches.push(RecordBatch::try_new_with_options(
             schema.clone(),
             columns,
             &arrow::array::RecordBatchOptions::new().with_row_count(Some(n)),
-        )?;
-        writer.write(&batch)?;
+        )?);
         row += n;
     }
-    Ok(writer.into_inner()?)
+    Ok((schema, batches))
 }
 
 /// Decodes rows `[row, row + n)` into the user columns of `schema`.
@@ -223,7 +250,9 @@ fn meta_columns(
         .collect()
 }
 
-fn writer_properties(
+/// The writer properties of pail's Parquet files; `first`, `last` and `rows` describe the
+/// records in the file's key-value metadata.
+pub fn writer_properties(
     settings: &ParquetSettings,
     source: Provenance<'_>,
     first: i64,
@@ -268,6 +297,7 @@ mod tests {
         ParquetSettings {
             compression: Compression::Zstd,
             row_group_size: 3,
+            row_group_bytes: 8 << 20,
             metadata: MetadataColumns::ALL,
         }
     }
