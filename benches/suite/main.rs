@@ -31,12 +31,10 @@ fn loads(scale: f64) -> Vec<(char, Shape)> {
     vec![
         ('a', Shape::large(scaled(512_000, scale), 128)),
         ('b', Shape::small(scaled(2_048_000, scale), 64)),
-        // The target is 128 MiB objects (`target_file_size`); that limit needs the
-        // streaming encoder, which is not built yet, so this load rotates on the raw-JSON
-        // limits and shows what the memory budget forces.
+        // 128 MiB target objects: with 1024 files open at once, what the memory budget forces.
         ('c', {
             let mut shape = Shape::wide(scaled(512_000, scale), 256, 4);
-            shape.rotation = "max_records = 10000000\nmax_bytes = \"1GiB\"".into();
+            shape.rotation = "max_records = 10000000\ntarget_file_size = \"128MiB\"".into();
             shape
         }),
     ]

@@ -43,6 +43,8 @@ pub struct Target {
     pub parquet: ParquetSettings,
     /// Bytes of each multipart part (the last may be smaller).
     pub part_size: u64,
+    /// Memory the destination's streaming writers hold.
+    pub streamed: Arc<std::sync::atomic::AtomicUsize>,
     /// Where uploads report refusals and successes.
     pub health: Arc<DestinationHealth>,
 }

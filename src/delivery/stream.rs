@@ -20,7 +20,7 @@ use crate::buffer::OpenFile;
 use crate::encode::stream::ParquetStream;
 use crate::encode::{EncodeError, Provenance};
 use crate::schema::FileSchema;
-use crate::store::{ObjectMetadata, PartReceipt, PutOutcome, UploadId};
+use crate::store::{BoxFuture, ObjectMetadata, PartReceipt, PutOutcome, StoreError, UploadId};
 use crate::telemetry::METRICS;
 
 /// Memory the streaming writers hold (rows handed over and not yet encoded, encoded bytes not
@@ -43,21 +43,24 @@ impl StreamMemory {
     }
 }
 
-/// Bytes counted on a segment and on the worker at once.
+/// Bytes counted on a segment, its destination and the worker at once.
 #[derive(Debug, Clone)]
 struct Counted {
     segment: Arc<AtomicUsize>,
+    destination: Arc<AtomicUsize>,
     memory: StreamMemory,
 }
 
 impl Counted {
     fn add(&self, n: usize) {
         self.segment.fetch_add(n, Ordering::Relaxed);
+        self.destination.fetch_add(n, Ordering::Relaxed);
         self.memory.held.fetch_add(n, Ordering::Relaxed);
     }
 
     fn release(&self, n: usize) {
         self.segment.fetch_sub(n, Ordering::Relaxed);
+        self.destination.fetch_sub(n, Ordering::Relaxed);
         self.memory.held.fetch_sub(n, Ordering::Relaxed);
         self.memory.released.notify_one();
     }
@@ -137,15 +140,26 @@ pub struct StreamObject {
     pub segment_held: Arc<AtomicUsize>,
 }
 
-/// The handle an open file keeps on its writer. Dropped without completing, the writer
-/// aborts its upload.
+/// The handle an open file keeps on its writer. Dropped without completing (its partition
+/// revoked or stopped), the writer stops at once, whatever it was retrying, and aborts its
+/// upload.
 #[derive(Debug)]
 pub struct ObjectStream {
     tx: mpsc::UnboundedSender<Message>,
-    task: JoinHandle<Result<StreamReport, DeliveryError>>,
+    task: Option<JoinHandle<Result<StreamReport, DeliveryError>>>,
+    /// Cancelled when the handle is dropped without completing.
+    cancel: CancellationToken,
     encoded: Arc<AtomicU64>,
     counted: Counted,
     rows: u64,
+}
+
+impl Drop for ObjectStream {
+    fn drop(&mut self) {
+        if self.task.is_some() {
+            self.cancel.cancel();
+        }
+    }
 }
 
 impl ObjectStream {
@@ -155,8 +169,12 @@ impl ObjectStream {
         let encoded = Arc::new(AtomicU64::new(0));
         let counted = Counted {
             segment: object.segment_held.clone(),
+            destination: target.streamed.clone(),
             memory: writers.memory.clone(),
         };
+        let cancel = writers.shutdown.child_token();
+        let mut writers = writers.clone();
+        writers.shutdown = cancel.clone();
         let writer = Writer {
             held: Held {
                 mine: 0,
@@ -164,12 +182,13 @@ impl ObjectStream {
             },
             object,
             target,
-            writers: writers.clone(),
+            writers,
             encoded: encoded.clone(),
         };
         Self {
             tx,
-            task: tokio::spawn(writer.run(rx)),
+            task: Some(tokio::spawn(writer.run(rx))),
+            cancel,
             encoded,
             counted,
             rows: 0,
@@ -206,12 +225,15 @@ impl ObjectStream {
     }
 
     /// Makes the object visible (its intent is committed) and waits for it.
-    pub async fn complete(self) -> Result<StreamReport, DeliveryError> {
+    pub async fn complete(mut self) -> Result<StreamReport, DeliveryError> {
         let _ = self.tx.send(Message::Complete);
-        drop(self.tx);
-        self.task
-            .await
-            .map_err(|e| DeliveryError::Task(e.to_string()))?
+        let Some(task) = self.task.take() else {
+            return Err(DeliveryError::Task(
+                "the writer was already completed".into(),
+            ));
+        };
+        drop(self);
+        task.await.map_err(|e| DeliveryError::Task(e.to_string()))?
     }
 }
 
@@ -366,45 +388,58 @@ impl Writer {
         }
     }
 
-    /// Uploads what is ready as a part once there is a part's worth.
+    /// Uploads every whole part's worth that is ready. Parts are all exactly `part_size`
+    /// (R2 requires equal parts; the last may be smaller): the rest waits for more rows or
+    /// goes up as the last part at completion.
     async fn ship_parts(
         &mut self,
         stream: &mut ParquetStream,
         upload: &mut Option<Upload>,
     ) -> Result<(), DeliveryError> {
-        if (stream.ready() as u64) < self.target.part_size {
-            return Ok(());
-        }
-        let body = Bytes::from(stream.take());
-        let len = body.len();
-        let store = self.target.store.clone();
-        let key = self.object.key.clone();
-        if upload.is_none() {
-            let id = with_retry(self.retry(), || {
-                store.create_upload(&key, &self.object.metadata)
+        let part_size = self.target.part_size as usize;
+        while stream.ready() >= part_size {
+            let body = Bytes::from(stream.take_front(part_size));
+            let store = self.target.store.clone();
+            let key = self.object.key.clone();
+            if upload.is_none() {
+                let id = with_retry(self.retry(), || {
+                    store.create_upload(&key, &self.object.metadata)
+                })
+                .await
+                .map_err(|e| self.upload_error(e))?;
+                *upload = Some(Upload {
+                    id,
+                    parts: Vec::new(),
+                });
+            }
+            let Some(up) = upload.as_mut() else {
+                return Ok(());
+            };
+            let number = up.parts.len() as i32 + 1;
+            let id = up.id.clone();
+            let receipt = with_retry(self.retry(), || {
+                vanished(store.upload_part(&key, &id, number, body.clone()))
             })
             .await
-            .map_err(|e| self.upload_error(e))?;
-            *upload = Some(Upload {
-                id,
-                parts: Vec::new(),
-            });
+            .map_err(|e| self.upload_error(e))?
+            .map_err(|e| self.vanished_error(e))?;
+            up.parts.push(receipt);
+            METRICS.streamed_parts.inc();
+            self.target.health.bytes_uploaded.add(part_size as u64);
+            self.held.release(part_size);
         }
-        let Some(up) = upload.as_mut() else {
-            return Ok(());
-        };
-        let number = up.parts.len() as i32 + 1;
-        let id = up.id.clone();
-        let receipt = with_retry(self.retry(), || {
-            store.upload_part(&key, &id, number, body.clone())
-        })
-        .await
-        .map_err(|e| self.upload_error(e))?;
-        up.parts.push(receipt);
-        METRICS.streamed_parts.inc();
-        self.target.health.bytes_uploaded.add(len as u64);
-        self.held.release(len);
         Ok(())
+    }
+
+    /// The upload is gone (a lifecycle rule aborted it while the file was open or waited for
+    /// its intent, or a Complete whose answer was lost is retried): its parts' bytes are gone
+    /// with it, so the segment cannot be delivered from here. Its partition stops; the replay
+    /// writes the object again (or finds it written).
+    fn vanished_error(&self, error: StoreError) -> DeliveryError {
+        DeliveryError::Task(format!(
+            "{}: the multipart upload no longer exists ({error}); the replay writes the object again",
+            self.object.key
+        ))
     }
 
     /// Makes the object visible: the last part and a conditional Complete, or a single
@@ -433,27 +468,31 @@ impl Writer {
                 parts: 0,
             });
         };
-        let number = up.parts.len() as i32 + 1;
-        let last = with_retry(self.retry(), || {
-            store.upload_part(&key, &up.id, number, body.clone())
-        })
-        .await;
-        let last = match last {
-            Ok(receipt) => receipt,
-            Err(e) => {
-                let error = self.upload_error(e);
-                self.abort(Some(up)).await;
-                return Err(error);
-            }
-        };
-        up.parts.push(last);
+        if !body.is_empty() {
+            let number = up.parts.len() as i32 + 1;
+            let last = with_retry(self.retry(), || {
+                vanished(store.upload_part(&key, &up.id, number, body.clone()))
+            })
+            .await;
+            let last = match last {
+                Ok(Ok(receipt)) => receipt,
+                Ok(Err(gone)) => return Err(self.vanished_error(gone)),
+                Err(e) => {
+                    let error = self.upload_error(e);
+                    self.abort(Some(up)).await;
+                    return Err(error);
+                }
+            };
+            up.parts.push(last);
+        }
         self.held.release(len);
         let outcome = with_retry(self.retry(), || {
-            store.complete_if_absent(&key, &up.id, &up.parts)
+            vanished(store.complete_if_absent(&key, &up.id, &up.parts))
         })
         .await;
         match outcome {
-            Ok(outcome) => {
+            Ok(Err(gone)) => Err(self.vanished_error(gone)),
+            Ok(Ok(outcome)) => {
                 if outcome == PutOutcome::AlreadyExists {
                     // An earlier attempt wrote it; this upload's parts are not needed.
                     store.abort_upload(&key, &up.id).await;
@@ -480,5 +519,17 @@ impl Writer {
                 .abort_upload(&self.object.key, &up.id)
                 .await;
         }
+    }
+}
+
+/// Runs a request of an upload in progress, answering `NoSuchUpload` apart (as `Ok(Err(_))`):
+/// retrying it with the same upload id could never succeed.
+async fn vanished<T>(
+    request: BoxFuture<'_, Result<T, StoreError>>,
+) -> Result<Result<T, StoreError>, StoreError> {
+    match request.await {
+        Ok(done) => Ok(Ok(done)),
+        Err(e) if e.code.as_deref() == Some("NoSuchUpload") => Ok(Err(e)),
+        Err(e) => Err(e),
     }
 }

@@ -235,6 +235,12 @@ impl ParquetStream {
         std::mem::take(&mut self.out)
     }
 
+    /// Takes the first `n` bytes produced since the last take (all of them if fewer).
+    pub fn take_front(&mut self, n: usize) -> Vec<u8> {
+        let rest = self.out.split_off(n.min(self.out.len()));
+        std::mem::replace(&mut self.out, rest)
+    }
+
     /// Ends the file: `also` are columns it should carry even where no row has them (the
     /// topic's evolving schema); every column gets all-null chunks for the row groups written
     /// before it appeared; then the footer. What is left to take is the rest of the file.

@@ -22,7 +22,7 @@ use crate::protocol::{
     Action, Assignment, Commit, Cut, Offset, Protocol, SegmentId, Settings as ProtocolSettings,
     Start, StopReason,
 };
-use crate::schema::Fields;
+use crate::schema::{Fields, FileSchema};
 use crate::source::Record;
 use crate::telemetry::METRICS;
 
@@ -100,6 +100,10 @@ pub struct Due {
 #[derive(Debug, Default)]
 struct Streams {
     files: BTreeMap<String, ObjectStream>,
+    /// The schema their row groups are encoded with: the destination's schema for the topic
+    /// (types widened as the topic's are) when the first row group was, and from then on
+    /// only new fields added; see [`Pipeline::flush`].
+    schema: Option<FileSchema>,
     /// What their writers hold (rows handed over, encoded bytes not yet uploaded).
     held: Arc<AtomicUsize>,
 }
@@ -253,16 +257,22 @@ impl Pipeline {
         // A file with row groups written cannot change a column's type: cut before the
         // record that would. Where this happens depends on the segment's records alone, so a
         // replay (which cannot cut) finds its recorded end here instead.
+        let mut reshape_refused = false;
         if let Ok((_, object)) = &routed
             && self.streams.get(&key).is_some_and(|s| !s.files.is_empty())
-            && self.protocol.may_cut(&key)
             && let Some(seg) = self.open.get(&key)
             && self.router.destinations[dest_idx]
                 .settings
                 .schema
                 .reshapes(&seg.schema, object)
         {
-            self.seal(&key, SealReason::SchemaChange);
+            if self.protocol.may_cut(&key) {
+                self.seal(&key, SealReason::SchemaChange);
+            } else {
+                // Replaying (the earlier owner could not cut here either) or at the cap of
+                // undelivered segments: the record is a bad record, handled as configured.
+                reshape_refused = true;
+            }
         }
         let Ok(admission) = self.protocol.admit(&key, rec.offset) else {
             return Ok(());
@@ -278,6 +288,14 @@ impl Pipeline {
         // Admitted against the segment the record lands in (after any seal above), so a
         // replay of that segment admits exactly the same records.
         let admitted = routed.and_then(|(path, object)| {
+            if reshape_refused {
+                return Err(
+                    "it would change the type of a column that rows already written \
+                     to its streaming file have (the segment cannot be cut here: it is being \
+                     replayed or its partition is at the cap of undelivered segments)"
+                        .to_string(),
+                );
+            }
             self.router.destinations[dest_idx]
                 .settings
                 .schema
@@ -353,8 +371,25 @@ impl Pipeline {
         seg.held = seg.held.saturating_sub(capacity);
         self.open_bytes = self.open_bytes.saturating_sub(capacity);
         let settings = &self.router.destinations[seg.destination].settings;
-        let schema = settings.schema.segment_schema(&seg.schema);
+        let evolving = self
+            .schemas
+            .entry((seg.destination, seg.topic.clone()))
+            .or_default();
+        // The segment's fields, each with the topic's type (which covers the segment's).
+        let current = settings
+            .schema
+            .file_schema(evolving, &seg.schema)
+            .only_fields_of(&seg.schema);
         let streams = self.streams.entry(key.clone()).or_default();
+        // The types first written stay: the segment's own records cannot change them (they
+        // cut it, see `ingest`), so later row groups decode into them. Fields the segment
+        // gains later come with the topic's type then; the topic's fields it never has are
+        // added as null columns when the file ends.
+        let schema = match streams.schema.take() {
+            None => current,
+            Some(frozen) => frozen.with_new_fields_of(&current),
+        };
+        streams.schema = Some(schema.clone());
         let stream = match streams.files.entry(path.to_string()) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(slot) => {
@@ -522,9 +557,15 @@ impl Pipeline {
         }
         let mut finished = Vec::new();
         if let Some(streams) = self.streams.remove(key) {
-            let settings = &self.router.destinations[seg.destination].settings;
-            let schema = settings.schema.segment_schema(&seg.schema);
-            let also = seg.written_as.clone().unwrap_or_else(|| schema.clone());
+            let also = seg
+                .written_as
+                .clone()
+                .unwrap_or_else(|| FileSchema::Inferred(Arc::new(seg.schema.clone())));
+            let own = also.only_fields_of(&seg.schema);
+            let schema = match &streams.schema {
+                Some(frozen) => frozen.with_new_fields_of(&own),
+                None => own,
+            };
             for (path, mut stream) in streams.files {
                 let rows = seg.files.remove(&path).unwrap_or_default();
                 seg.held = seg.held.saturating_sub(rows.capacity());
@@ -637,13 +678,12 @@ impl Pipeline {
     /// that refuses has its partitions paused instead (see [`Pipeline::pause`]), so what it
     /// holds stopped growing when it began failing, and the others go on.
     pub fn over_limits(&self) -> bool {
-        let streamed = self.delivery.stream_memory().held();
-        let (mut segments, mut bytes) = (0, self.held_bytes() + streamed);
+        let (mut segments, mut bytes) = (0, self.held_bytes());
         for (i, d) in self.router.destinations.iter().enumerate() {
             if !d.target.health.failing() {
                 let load = self.delivery.load(i);
                 segments += load.segments;
-                bytes += load.bytes;
+                bytes += load.bytes + d.target.streamed.load(Ordering::Relaxed);
             }
         }
         segments >= self.limits.max_in_flight_segments || bytes >= self.limits.max_buffer_bytes

@@ -19,10 +19,15 @@ use crate::telemetry::DestinationHealth;
 
 /// A pipeline for topic `t` writing Parquet under `root`, its rotation at `max_records`.
 fn pipeline(root: &Path, max_records: u64) -> Pipeline {
+    pipeline_with(root, max_records, "")
+}
+
+/// [`pipeline`] with more destination settings (`[destinations.…]` tables) after the rotation.
+fn pipeline_with(root: &Path, max_records: u64, extra: &str) -> Pipeline {
     let text = format!(
         "[source]\nkind = \"kafka\"\nbrokers = \"127.0.0.1:1\"\ntopics = [\"t\"]\n\
          [[destinations]]\nname = \"d\"\nurl = \"file://{}\"\nkey_template = \"{{topic}}\"\n\
-         [destinations.rotation]\nmax_records = {max_records}\n",
+         [destinations.rotation]\nmax_records = {max_records}\n{extra}",
         root.display()
     );
     let settings = crate::config::parse(Path::new("t.toml"), &text, &|_| None).unwrap();
@@ -33,6 +38,7 @@ fn pipeline(root: &Path, max_records: u64) -> Pipeline {
         prefix: String::new(),
         parquet: d.parquet.clone(),
         part_size: d.upload.part_size,
+        streamed: Default::default(),
         health: Arc::new(DestinationHealth::new(&d.name)),
     };
     let delivery = Delivery::new(2, RetryPolicy::bounded(), CancellationToken::new());
@@ -417,4 +423,99 @@ proptest::proptest! {
             }
         });
     }
+}
+
+/// A record of `t`/0 whose `n` is `value` (JSON text).
+fn record_n(offset: i64, value: &str) -> Record {
+    Record {
+        payload: Some(format!("{{\"n\":{value}}}").into_bytes()),
+        ..record(offset)
+    }
+}
+
+/// Files stream in row groups of 10 rows.
+const STREAMING: &str = "[destinations.parquet]\nrow_group_size = 10\n";
+
+/// The type of column `n` and the row count of the object starting at `start`.
+fn n_column(root: &Path, start: i64) -> (arrow::datatypes::DataType, i64) {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let name = format!("t+0+{}+{start:020}.parquet", lineage());
+    let file = std::fs::File::open(root.join("t").join(name)).unwrap();
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    let rows = builder.metadata().file_metadata().num_rows();
+    let ty = builder
+        .schema()
+        .field_with_name("n")
+        .unwrap()
+        .data_type()
+        .clone();
+    (ty, rows)
+}
+
+#[tokio::test]
+async fn a_type_change_after_row_groups_are_written_cuts_the_segment_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = pipeline_with(dir.path(), 1000, STREAMING);
+    assign(&mut p, 0, 0, format!("pail2:{}", lineage()));
+    for offset in 0..25 {
+        p.ingest(record_n(offset, &offset.to_string())).unwrap();
+    }
+    // Two row groups of integers are written: a float cannot join them in this file.
+    p.ingest(record_n(25, "25.5")).unwrap();
+    for offset in 26..30 {
+        p.ingest(record_n(offset, &offset.to_string())).unwrap();
+    }
+    p.seal_all();
+    settle(&mut p).await;
+    assert_eq!(object_starts(dir.path()), vec![0, 25]);
+    use arrow::datatypes::DataType;
+    assert_eq!(n_column(dir.path(), 0), (DataType::Int64, 25));
+    assert_eq!(n_column(dir.path(), 25), (DataType::Float64, 5));
+}
+
+#[tokio::test]
+async fn a_type_change_a_replay_cannot_cut_for_is_dead_lettered_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = pipeline_with(dir.path(), 1000, STREAMING);
+    // Replaying [0, 39]: no cut but at 39.
+    assign(&mut p, 0, 0, format!("pail2:{}:39", lineage()));
+    for offset in 0..40 {
+        let value = if offset == 25 {
+            "25.5".to_string()
+        } else {
+            offset.to_string()
+        };
+        p.ingest(record_n(offset, &value)).unwrap();
+    }
+    settle(&mut p).await;
+    assert_eq!(object_starts(dir.path()), vec![0]);
+    assert_eq!(
+        n_column(dir.path(), 0),
+        (arrow::datatypes::DataType::Int64, 39)
+    );
+    assert_eq!(p.stats.dead_lettered, 1);
+}
+
+#[tokio::test]
+async fn a_streamed_file_takes_the_type_its_topic_widened_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = pipeline_with(dir.path(), 1000, STREAMING);
+    assign(&mut p, 0, 0, format!("pail2:{}", lineage()));
+    // The topic's `n` becomes a float in a first segment...
+    for offset in 0..5 {
+        p.ingest(record_n(offset, "0.5")).unwrap();
+    }
+    p.seal_all();
+    // ...and a second one, of integers only, streams in row groups: its file is still
+    // written with the topic's type.
+    for offset in 5..30 {
+        p.ingest(record_n(offset, &offset.to_string())).unwrap();
+    }
+    p.seal_all();
+    settle(&mut p).await;
+    assert_eq!(object_starts(dir.path()), vec![0, 5]);
+    assert_eq!(
+        n_column(dir.path(), 5),
+        (arrow::datatypes::DataType::Float64, 25)
+    );
 }

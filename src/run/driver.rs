@@ -276,13 +276,14 @@ pub(super) async fn run<S: Source>(
             Some(c) = driver.pipeline.next_completion(), if driver.pipeline.in_flight() > 0 => {
                 driver.on_completion(c)?;
             }
-            // Memory a streaming writer gave back may let held-back consumption go on.
-            () = released.released() => {}
             _ = tick.tick() => {
                 driver.on_tick()?;
                 source.on_tick(driver).await?;
             }
             event = source.next_event(), if wants_events => source.on_event(event, driver).await?,
+            // Memory a streaming writer gave back may let held-back consumption go on; last,
+            // so that its frequent signals never keep the source waiting.
+            () = released.released() => {}
         }
         health.beat();
         let stops = driver.step()?;

@@ -119,6 +119,7 @@ pub async fn run(
                 prefix: key_prefix(&d.location).to_string(),
                 parquet: d.parquet.clone(),
                 part_size: d.upload.part_size,
+                streamed: Default::default(),
                 health: Arc::new(DestinationHealth::new(&d.name)),
             },
             settings: d.clone(),

@@ -190,6 +190,15 @@ impl Fields {
         out
     }
 
+    /// Adds the top-level fields of `other` this schema lacks, with their types.
+    pub fn add_missing(&mut self, other: &Fields) {
+        for (name, kind) in other.names.iter().zip(&other.kinds) {
+            if !self.contains(name) {
+                self.push(name.clone(), kind.clone());
+            }
+        }
+    }
+
     /// The union of two schemas, each field's type the join of both.
     pub fn join(&mut self, other: &Fields) {
         for (name, kind) in other.names.iter().zip(&other.kinds) {

@@ -180,6 +180,40 @@ pub enum FileSchema {
 }
 
 impl FileSchema {
+    /// This schema's top-level fields that `segment` has too, with this schema's types.
+    pub fn only_fields_of(&self, segment: &Fields) -> FileSchema {
+        match self {
+            FileSchema::Inferred(mine) => {
+                if mine.iter().all(|(name, _)| segment.contains(name)) {
+                    return self.clone();
+                }
+                let drop: Vec<&str> = mine
+                    .iter()
+                    .map(|(name, _)| name)
+                    .filter(|name| !segment.contains(name))
+                    .collect();
+                FileSchema::Inferred(Arc::new(mine.without(&drop)))
+            }
+            FileSchema::Declared(_) => self.clone(),
+        }
+    }
+
+    /// This schema with the top-level fields of `other` it lacks added (with `other`'s
+    /// types); the types of the fields it has stay as they are.
+    pub fn with_new_fields_of(&self, other: &FileSchema) -> FileSchema {
+        match (self, other) {
+            (FileSchema::Inferred(mine), FileSchema::Inferred(theirs)) => {
+                if theirs.iter().all(|(name, _)| mine.contains(name)) {
+                    return self.clone();
+                }
+                let mut grown = mine.as_ref().clone();
+                grown.add_missing(theirs);
+                FileSchema::Inferred(Arc::new(grown))
+            }
+            _ => self.clone(),
+        }
+    }
+
     /// The user columns, in order.
     pub fn to_arrow(&self) -> ArrowFields {
         match self {

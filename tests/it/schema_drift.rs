@@ -23,13 +23,75 @@ async fn new_fields_do_not_cut_files_short() {
 
 /// The same with files streaming out as they fill: row groups of ~64 KiB of records are
 /// encoded while the file is open, so fields appear after row groups without them are
-/// written; those get all-null chunks, and the file count and every value stay.
+/// written; those get all-null chunks, and the file count and every value stay. pyarrow and
+/// DuckDB read the files written this way as pail's own reader does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_fields_do_not_cut_streamed_files_short() {
-    drift(Some("64KiB")).await;
+    let (_dir, files) = drift(Some("64KiB")).await;
+    let script = r#"
+import json, sys
+try:
+    import duckdb, pyarrow.parquet as pq
+except ImportError as e:
+    print(e, file=sys.stderr)
+    sys.exit(3)
+files = sys.argv[1:]
+out = {"pyarrow": []}
+for f in files:
+    t = pq.read_table(f)
+    out["pyarrow"].append({
+        "rows": t.num_rows,
+        "row_groups": pq.ParquetFile(f).num_row_groups,
+        "nulls": {c: t.column(c).null_count for c in t.column_names},
+        "n": str(t.schema.field("n").type),
+    })
+rows, ids, f9 = duckdb.connect().execute(
+    "select count(*), count(distinct id), count(f9) "
+    "from read_parquet(?, union_by_name = true)", [files]).fetchone()
+out["duckdb"] = {"rows": rows, "ids": ids, "f9": f9}
+print(json.dumps(out))
+"#;
+    let mut cmd = tokio::process::Command::new(support::test_tool("python3"));
+    cmd.arg("-c").arg(script).args(&files).kill_on_drop(true);
+    let output = support::bounded(Duration::from_secs(120), cmd.output())
+        .await
+        .expect("python3 runs (bash scripts/setup.sh --tests installs it with pyarrow and duckdb)");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the readers failed: {stderr}");
+    let facts: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    for (k, file) in facts["pyarrow"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(file["rows"], TARGET_ROWS, "pyarrow, file {k}");
+        assert!(
+            file["row_groups"].as_u64().unwrap() > 1,
+            "file {k} streamed"
+        );
+        let first = k * TARGET_ROWS;
+        for block in 0..=((k + 1) * TARGET_ROWS - 1) / EVERY {
+            let present = (first..first + TARGET_ROWS)
+                .filter(|i| i / EVERY == block)
+                .count();
+            assert_eq!(
+                file["nulls"][format!("f{block}")],
+                TARGET_ROWS - present,
+                "pyarrow, file {k}, f{block}"
+            );
+        }
+        let n = if (k + 1) * TARGET_ROWS <= EVENTS / 2 {
+            "int64"
+        } else {
+            "double"
+        };
+        assert_eq!(file["n"], n, "pyarrow, file {k}");
+    }
+    let db = &facts["duckdb"];
+    assert_eq!(db["rows"], EVENTS, "DuckDB rows");
+    assert_eq!(db["ids"], EVENTS, "DuckDB distinct ids");
+    assert_eq!(db["f9"], EVERY, "DuckDB f9 values");
 }
 
-async fn drift(row_group_bytes: Option<&str>) {
+/// Runs the drift through pail, checks every file, and returns the output's directory and
+/// its files.
+async fn drift(row_group_bytes: Option<&str>) -> (tempfile::TempDir, Vec<std::path::PathBuf>) {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("drift.ndjson");
     let mut w = std::io::BufWriter::new(File::create(&input).unwrap());
@@ -117,4 +179,5 @@ async fn drift(row_group_bytes: Option<&str>) {
         };
         assert_eq!(n, want, "file {k}");
     }
+    (dir, files)
 }

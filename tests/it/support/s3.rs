@@ -83,8 +83,8 @@ struct State {
     puts: Vec<PutRecord>,
     options: Vec<OptionHeaders>,
     multipart: MultipartCounts,
-    /// Parts uploaded (UploadPart answered 2xx).
-    parts: u64,
+    /// The sizes of the parts uploaded (UploadPart answered 2xx), in order.
+    parts: Vec<u64>,
     faults: VecDeque<Fault>,
     /// How long every object write takes, key reserved, before it is stored.
     write_latency: std::time::Duration,
@@ -227,9 +227,9 @@ impl TestS3 {
         self.state.lock().unwrap().multipart
     }
 
-    /// Multipart parts stored so far.
-    pub fn parts(&self) -> u64 {
-        self.state.lock().unwrap().parts
+    /// The sizes of the multipart parts stored so far, in order.
+    pub fn parts(&self) -> Vec<u64> {
+        self.state.lock().unwrap().parts.clone()
     }
 }
 
@@ -373,9 +373,14 @@ async fn handle(
     };
     match kind {
         Kind::UploadPart => {
+            let len: u64 = req
+                .headers()
+                .get("content-length")
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(0);
             let resp = pass(req).await?;
             if resp.status().is_success() {
-                st.lock().unwrap().parts += 1;
+                st.lock().unwrap().parts.push(len);
             }
             return Ok(resp);
         }
