@@ -437,7 +437,8 @@ impl Writer {
     /// writes the object again (or finds it written).
     fn vanished_error(&self, error: StoreError) -> DeliveryError {
         DeliveryError::Task(format!(
-            "{}: the multipart upload no longer exists ({error}); the replay writes the object again",
+            "{}: the multipart upload no longer exists (a lifecycle rule may have aborted it): \
+             {error}; its partition stops here, and reading it again writes the object again",
             self.object.key
         ))
     }

@@ -59,11 +59,11 @@ multipart_threshold = "5MiB"
 
 /// NDJSON of ~1 KB events of random hex (about half of it survives compression): ~25 MB of
 /// Parquet, five 5 MiB parts.
-fn input(dir: &std::path::Path) -> (std::path::PathBuf, HashSet<String>) {
+fn input(dir: &std::path::Path, events: usize) -> (std::path::PathBuf, HashSet<String>) {
     let mut rng = fastrand::Rng::with_seed(13);
     let mut ids = HashSet::new();
     let mut text = String::new();
-    for i in 0..EVENTS {
+    for i in 0..events {
         let id = format!("s{i}");
         let blob: String = (0..1000).map(|_| rng.digit(16)).collect();
         text.push_str(&format!(
@@ -92,7 +92,7 @@ async fn a_file_streams_parts_while_open_and_a_crash_mid_object_leaves_nothing_v
     let s3 = TestS3::start(&["lake"]).await;
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), &s3.endpoint());
-    let (events, ids) = input(dir.path());
+    let (events, ids) = input(dir.path(), EVENTS);
     let log = dir.path().join("first.log");
 
     // Every event goes in; stdin stays open, so the one file stays open while parts of it go
@@ -174,4 +174,27 @@ async fn a_file_streams_parts_while_open_and_a_crash_mid_object_leaves_nothing_v
         .collect();
     assert_eq!(rows.len(), EVENTS, "no event twice");
     assert_eq!(seen, ids, "every event once");
+}
+
+/// An upload that vanishes while its file is open (a lifecycle rule aborted it) cannot be
+/// completed by retrying with its id: the run stops, naming it, with nothing visible, instead
+/// of retrying forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_upload_stops_the_run_instead_of_retrying_forever() {
+    let s3 = TestS3::start(&["lake"]).await;
+    s3.vanish_uploads(true);
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &s3.endpoint());
+    // ~6 MB of Parquet: one part goes up while the file is open.
+    let (events, _) = input(dir.path(), 12_000);
+    let log = dir.path().join("run.log");
+    let mut child = pail(&config, Stdio::from(File::open(&events).unwrap()), &log);
+    let status = support::bounded(Duration::from_secs(120), child.wait())
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!status.success(), "{text}");
+    assert!(text.contains("no longer exists"), "{text}");
+    assert!(support::read::files(&s3.bucket_dir("lake")).is_empty());
+    assert!(s3.puts().is_empty(), "{:?}", s3.puts());
 }

@@ -85,6 +85,8 @@ struct State {
     multipart: MultipartCounts,
     /// The sizes of the parts uploaded (UploadPart answered 2xx), in order.
     parts: Vec<u64>,
+    /// UploadPart answers NoSuchUpload.
+    vanish_uploads: bool,
     faults: VecDeque<Fault>,
     /// How long every object write takes, key reserved, before it is stored.
     write_latency: std::time::Duration,
@@ -205,6 +207,12 @@ impl TestS3 {
     /// segments stay in flight long enough for a test's kills to land mid-delivery.
     pub fn set_write_latency(&self, latency: std::time::Duration) {
         self.state.lock().unwrap().write_latency = latency;
+    }
+
+    /// Answers every UploadPart with 404 NoSuchUpload, as a store does once a lifecycle rule
+    /// has aborted the upload.
+    pub fn vanish_uploads(&self, on: bool) {
+        self.state.lock().unwrap().vanish_uploads = on;
     }
 
     /// Drops the faults not yet applied.
@@ -373,6 +381,13 @@ async fn handle(
     };
     match kind {
         Kind::UploadPart => {
+            if st.lock().unwrap().vanish_uploads {
+                return Ok(error_response(
+                    StatusCode::NOT_FOUND,
+                    "NoSuchUpload",
+                    "The specified multipart upload does not exist.",
+                ));
+            }
             let len: u64 = req
                 .headers()
                 .get("content-length")
