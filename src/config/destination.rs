@@ -190,6 +190,20 @@ pub(super) fn destination(
             b >= MIN_ROW_GROUP_BYTES
         });
     let upload = upload(raw, at, p);
+    // An object streams out in parts of `part_size`, at most 10,000 of them (S3's limit);
+    // the footer and a few row groups past the target ride in the last ones.
+    if let (Some(r), Some(u)) = (&rotation, &upload)
+        && r.target_file_size > u.part_size.saturating_mul(MAX_PARTS / 2)
+    {
+        p.push(
+            format!("{at}.rotation.target_file_size"),
+            format!(
+                "must be at most {} parts of upload.part_size (S3 takes 10,000 parts of an \
+                 object); raise part_size",
+                MAX_PARTS / 2
+            ),
+        );
+    }
     let schema = super::schema::schema(raw, at, p);
     let metadata = super::schema::metadata_columns(&raw.schema, at, p);
     if p.0.len() != before {
@@ -227,6 +241,7 @@ pub(super) fn destination(
 const MIN_ROW_GROUP_BYTES: u64 = 64 << 10;
 
 /// S3 takes parts of 5 MiB to 5 GiB, at most 10,000 of them.
+const MAX_PARTS: u64 = 10_000;
 const MIN_PART_SIZE: u64 = 5 << 20;
 const MAX_PART_SIZE: u64 = 5 << 30;
 
