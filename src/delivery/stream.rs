@@ -330,13 +330,6 @@ impl Writer {
             Ok(permit) => permit,
             Err(e) => return Err((stream, DeliveryError::Task(e.to_string()))),
         };
-        let fallback = ParquetStream::new(
-            &self.target.parquet,
-            Provenance {
-                topic: &self.object.topic,
-                partition: self.object.partition,
-            },
-        );
         let joined = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let mut result = stream.write_group(&rows, &schema);
@@ -350,7 +343,18 @@ impl Writer {
         self.held.release(raw);
         let (stream, result) = match joined {
             Ok(done) => done,
-            Err(e) => return Err((fallback, DeliveryError::Task(e.to_string()))),
+            // The encoder panicked and took the stream with it: the writer fails with an empty
+            // one in its place.
+            Err(e) => {
+                let lost = ParquetStream::new(
+                    &self.target.parquet,
+                    Provenance {
+                        topic: &self.object.topic,
+                        partition: self.object.partition,
+                    },
+                );
+                return Err((lost, DeliveryError::Task(e.to_string())));
+            }
         };
         if let Err(e) = result {
             let error = self.encode_error(&stream, e);

@@ -162,10 +162,20 @@ impl ParquetStream {
             writer.write(batch)?;
         }
         let bytes = writer.into_inner()?;
+        // The file ends with its footer, the footer's length (4 bytes) and the magic.
         let n = bytes.len();
-        let footer_len =
-            u32::from_le_bytes([bytes[n - 8], bytes[n - 7], bytes[n - 6], bytes[n - 5]]) as usize;
-        let footer_start = n - 8 - footer_len;
+        let footer_start = n
+            .checked_sub(8)
+            .and_then(|end| {
+                let len = bytes.get(end..end + 4)?;
+                let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+                end.checked_sub(len).filter(|&start| start >= MAGIC.len())
+            })
+            .ok_or_else(|| {
+                parquet::errors::ParquetError::General(format!(
+                    "the row group's encoding is not a Parquet file ({n} bytes)"
+                ))
+            })?;
         let metadata = ParquetMetaDataReader::decode_metadata(&bytes[footer_start..n - 8])?;
         let shift = self.position as i64 - MAGIC.len() as i64;
         self.out
