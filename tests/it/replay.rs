@@ -4,10 +4,10 @@
 //! short of its recorded end, so it may exceed the budget; the other partition waits for it
 //! instead of being sealed into small objects, and everything lands exactly once.
 //!
-//! (Whether the other partition's records arrive while the replay is over the budget depends
-//! on the fetch timing, so this test does not pin the old bug by itself; the pipeline's unit
-//! test `replay_over_the_memory_budget_does_not_make_other_partitions_seal_tiny_segments`
-//! does, deterministically.)
+//! (Whether the other partition's records arrive while the binary's replay is over the budget
+//! depends on the fetch timing; the in-process test below arranges that they do, and so pins
+//! the old bug, as does the pipeline's unit test
+//! `replay_over_the_memory_budget_does_not_make_other_partitions_seal_tiny_segments`.)
 
 use crate::support;
 
@@ -120,17 +120,21 @@ async fn a_replay_over_the_budget_is_delivered_once_and_other_partitions_stay_wh
 
 /// The same in process, with a crashed worker's intent committed directly: the recorded
 /// segment (1 MB, ten times the budget) is replayed whole into one object, and the other
-/// partition, read at the same time, is cut by its rotation alone. (A check of the outcome, not
-/// a pin on the old bug: whether partition 1's records arrive while the replay is over the
-/// budget depends on the fetch timing, and once it is, partition 1 is paused. Mutating the
-/// memory relief to seal other partitions during a replay was not caught here; the pipeline's
-/// unit test catches it.)
+/// partition, read at the same time, is cut by its rotation alone (its segments of 250 small
+/// records stay well under the budget).
+///
+/// This one pins the old bug (the memory relief sealed the other partitions during a replay,
+/// one record at a time): both partitions are produced in many small record batches, one after
+/// the other, and fetched a few KiB at a time, so partition 1's records keep arriving while the
+/// replay is over the budget instead of all in its first batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recorded_intent_over_the_budget_is_replayed_whole_beside_a_partition_cut_by_rotation() {
     let kafka = MockKafka::start(&[("events", 2)]);
     let s3 = TestS3::start(&["lake"]).await;
-    produce(&kafka, 0, 0..1000, 1000);
-    produce(&kafka, 1, 0..1000, 10);
+    for chunk in 0..100 {
+        produce(&kafka, 0, chunk * 10..(chunk + 1) * 10, 1000);
+        produce(&kafka, 1, chunk * 30..(chunk + 1) * 30, 10);
+    }
     // A crashed worker's intent: one segment, offsets 0..=999 of partition 0, to be replayed.
     kafka.commit_offset(
         "replay-in-process",
@@ -148,6 +152,7 @@ group_id = "replay-in-process"
 topics = ["events"]
 [source.properties]
 "session.timeout.ms" = "6000"
+"max.partition.fetch.bytes" = "4096"
 
 [worker]
 max_buffer_bytes = "100KiB"
@@ -165,13 +170,13 @@ method = "static"
 access_key_id = "{ACCESS_KEY}"
 secret_access_key = "{SECRET_KEY}"
 [destinations.rotation]
-max_records = 500
+max_records = 250
 "#,
         brokers = kafka.brokers(),
         endpoint = s3.endpoint(),
     );
     let settings = pail::config::parse(Path::new("test.toml"), &text, &|_| None).unwrap();
-    support::run_settings_once(settings, Duration::from_secs(90))
+    let stats = support::run_settings_once(settings, Duration::from_secs(90))
         .await
         .unwrap();
 
@@ -182,15 +187,23 @@ max_records = 500
         "the replay is the recorded segment, whole"
     );
     assert_eq!(
-        objects(1).len(),
-        2,
-        "partition 1 is cut by its rotation (500 records), not by the replay's memory"
+        stats.sealed_for_memory, 0,
+        "nothing was sealed early: the replay cannot be, and sealing the others frees nothing"
+    );
+    let sizes: Vec<usize> = objects(1)
+        .iter()
+        .map(|f| read::parquet_rows(f).len())
+        .collect();
+    assert_eq!(
+        sizes,
+        vec![250; 12],
+        "partition 1 is cut by its rotation (250 records), not by the replay's memory"
     );
     let ids = read::ids(&s3.bucket_dir("lake").join("raw"));
-    assert_eq!(ids.len(), 2000);
+    assert_eq!(ids.len(), 4000);
     assert!(ids.values().all(|n| *n == 1));
     assert_eq!(
         kafka.committed("replay-in-process", "events", 2),
-        vec![Some(1000), Some(1000)]
+        vec![Some(1000), Some(3000)]
     );
 }
