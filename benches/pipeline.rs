@@ -110,6 +110,52 @@ fn main() {
         seg
     };
     let buffer = best_of(3, build);
+    // What a Kafka partition's reader does for each record off the run loop (decode, and the
+    // record's own schema, equal shapes shared), then what is left for the run loop: admit by
+    // shape and buffer.
+    let shapes = |lines: &[String]| {
+        let mut last = None;
+        lines
+            .iter()
+            .map(|l| {
+                let obj = pail::decode::decode(
+                    Some(l.as_bytes()),
+                    schema_settings.max_record_bytes,
+                    schema_settings.max_depth,
+                )
+                .unwrap_or_default();
+                schema_settings.fit(&obj, &mut last)
+            })
+            .collect::<Vec<_>>()
+    };
+    let reader = best_of(3, || shapes(&lines));
+    let fits = shapes(&lines);
+    let run_loop = best_of(3, || {
+        let mut seg = Segment::new("events".into(), 0, 0, 0);
+        for (i, (l, fit)) in lines.iter().zip(&fits).enumerate() {
+            let again = || {
+                pail::decode::decode(
+                    Some(l.as_bytes()),
+                    schema_settings.max_record_bytes,
+                    schema_settings.max_depth,
+                )
+                .map_err(|e| e.to_string())
+            };
+            if schema_settings
+                .admit_fit(&mut seg.schema, &mut seg.admitted, fit, again)
+                .is_ok()
+            {
+                seg.push_row(
+                    "p".into(),
+                    l.as_bytes(),
+                    None,
+                    i as i64,
+                    Some(1_763_600_000_000),
+                );
+            }
+        }
+        seg
+    });
     let mut seg = build();
     let file = seg.files.remove("p").unwrap_or_default();
     let file_schema =
@@ -171,6 +217,8 @@ fn main() {
     for (name, d) in [
         ("serde_json::Value parse (baseline)", baseline),
         ("ingest: parse + infer + buffer", buffer),
+        ("reader: parse + record shape", reader),
+        ("loop: admit by shape + buffer", run_loop),
         ("encode: arrow-json + Parquet zstd", encode),
         ("encode, timestamps left as strings", encode_strings),
         ("end to end: file -> local Parquet", end_to_end),

@@ -108,6 +108,10 @@ pub struct Segment {
     /// The schema grown from this segment's records alone (infer mode), against which its
     /// records are admitted.
     pub schema: Fields,
+    /// The last record shape `schema` was found to subsume: a record of the same shape (the
+    /// same allocation, see `SchemaSettings::fit`) is admitted without a look. The schema only
+    /// grows, so what it subsumed once it always does.
+    pub admitted: Option<Arc<Fields>>,
     /// The schema its files are written with; set when it is sealed.
     pub written_as: Option<FileSchema>,
     /// The life of the offsets it belongs to, named in its objects' keys; set when it is
@@ -137,6 +141,7 @@ impl Segment {
             dead_letters: Vec::new(),
             dead_letter_count: 0,
             schema: Fields::default(),
+            admitted: None,
             written_as: None,
             lineage: None,
             records: 0,

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use crate::buffer::{SealReason, Segment};
 use crate::config::{BadRecordPolicy, DestinationSettings};
+use crate::decode::decode;
 use crate::delivery::{
     Completion, Delivery, DeliveryError, Handoff, ObjectStream, PartitionKey, StreamMemory, Target,
 };
@@ -27,6 +28,7 @@ use crate::source::Record;
 use crate::telemetry::METRICS;
 
 use route::Router;
+pub use route::{Routed, Routes};
 use streams::Streams;
 
 /// A destination with its settings and the store it writes to.
@@ -116,6 +118,8 @@ pub struct Pipeline {
     limits: Limits,
     /// Names records in messages: `Some(path)` for a file source ("path line N").
     file_name: Option<String>,
+    /// The shape of the last record this pipeline routed itself (see `Routes::route_record`).
+    last_shape: Option<Arc<Fields>>,
     pub stats: RunStats,
 }
 
@@ -140,6 +144,7 @@ impl Pipeline {
             delivery,
             limits,
             file_name,
+            last_shape: None,
             stats: RunStats::default(),
         }
     }
@@ -198,12 +203,26 @@ impl Pipeline {
         self.sealed_bytes = self.sealed.values().map(|(s, _)| s.held).sum();
     }
 
+    /// The destinations, to route records before they reach the pipeline
+    /// ([`Pipeline::ingest_routed`]).
+    pub fn routes(&self) -> Routes {
+        self.router.routes()
+    }
+
     /// Takes one record: route, buffer; seals as the policy (or, while recovering, the
     /// recorded ends) require. A record of a partition not owned or stopped is left: it is
     /// read again by whoever reads the partition next.
     pub fn ingest(&mut self, rec: Record) -> Result<(), PipelineError> {
+        let routed = self.router.routes().route_record(rec, &mut self.last_shape);
+        self.ingest_routed(routed)
+    }
+
+    /// Takes one record routed elsewhere (see [`Routes::route_record`]), as
+    /// [`Pipeline::ingest`] does.
+    pub fn ingest_routed(&mut self, routed: Routed) -> Result<(), PipelineError> {
+        let (rec, destination, routed) = routed.into_parts();
         let topic = self.intern(&rec.topic);
-        let Some(dest_idx) = self.router.destination_of(&topic) else {
+        let Some(dest_idx) = destination else {
             return Err(PipelineError::Unrouted(topic.to_string()));
         };
         let key: PartitionKey = (topic, rec.partition);
@@ -213,7 +232,6 @@ impl Pipeline {
                 break;
             }
         }
-        let routed = self.router.route(dest_idx, &rec);
         let rotation = &self.router.destinations[dest_idx].settings.rotation;
         if let Ok((path, _)) = &routed
             && self.protocol.may_cut(&key)
@@ -228,13 +246,21 @@ impl Pipeline {
         // record that would. Where this happens depends on the segment's records alone, so a
         // replay (which cannot cut) finds its recorded end here instead.
         let mut reshape_refused = false;
-        if let Ok((_, object)) = &routed
+        let destinations = self.router.destinations.clone();
+        let schema = &destinations[dest_idx].settings.schema;
+        // The record decoded again, on the loop: only when its shape is new to its segment.
+        let object = || {
+            decode(
+                rec.payload.as_deref(),
+                schema.max_record_bytes,
+                schema.max_depth,
+            )
+            .map_err(|e| e.to_string())
+        };
+        if let Ok((_, fit)) = &routed
             && self.streams.get(&key).is_some_and(|s| !s.files.is_empty())
             && let Some(seg) = self.open.get(&key)
-            && self.router.destinations[dest_idx]
-                .settings
-                .schema
-                .reshapes(&seg.schema, object)
+            && schema.reshapes_fit(&seg.schema, &seg.admitted, fit, object)
         {
             if self.protocol.may_cut(&key) {
                 self.seal(&key, SealReason::SchemaChange);
@@ -257,7 +283,7 @@ impl Pipeline {
         });
         // Admitted against the segment the record lands in (after any seal above), so a
         // replay of that segment admits exactly the same records.
-        let admitted = routed.and_then(|(path, object)| {
+        let admitted = routed.and_then(|(path, fit)| {
             if reshape_refused {
                 return Err(
                     "it would change the type of a column that rows already written \
@@ -266,10 +292,8 @@ impl Pipeline {
                         .to_string(),
                 );
             }
-            self.router.destinations[dest_idx]
-                .settings
-                .schema
-                .admit(&mut seg.schema, &object)
+            schema
+                .admit_fit(&mut seg.schema, &mut seg.admitted, &fit, object)
                 .map(|()| path)
         });
         match admitted {

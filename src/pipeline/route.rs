@@ -1,16 +1,17 @@
 //! Routing: which destination a topic goes to, and for one record its directory path and
 //! decoded object, or the typed reason it is bad. A pure function of the record, so a replay
-//! routes every record as before.
+//! routes every record as before, and one that runs anywhere: a Kafka partition's reader task
+//! routes its records ([`Routes::route_record`]) before the run loop takes them, so decoding
+//! runs in parallel over partitions, off the loop.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-
-use serde_json::{Map, Value};
 
 use super::Destination;
 use crate::decode::decode;
 use crate::delivery::object_name;
 use crate::protocol::Lineage;
+use crate::schema::{Fields, Fit};
 use crate::source::Record;
 
 /// S3's limit on key length in bytes.
@@ -18,15 +19,93 @@ const MAX_KEY_BYTES: usize = 1024;
 
 /// The destinations and the route of every topic seen.
 pub(super) struct Router {
-    pub destinations: Vec<Destination>,
+    pub destinations: Arc<Vec<Destination>>,
     routes: HashMap<Arc<str>, Option<usize>>,
+}
+
+/// The destinations, shared with the tasks that route records off the run loop.
+#[derive(Debug, Clone)]
+pub struct Routes {
+    destinations: Arc<Vec<Destination>>,
+}
+
+/// A record, decoded and routed: its destination, and its directory path and what admitting
+/// it needs (its decoded object is dropped where it was decoded), or why it is bad.
+#[derive(Debug)]
+pub struct Routed {
+    /// The record as read.
+    pub record: Record,
+    /// Its topic's destination; `None` when the topic is routed nowhere.
+    destination: Option<usize>,
+    /// Its directory path and fit, or why it is bad.
+    route: RouteResult,
+}
+
+impl Routed {
+    /// Bytes the routed record holds: the record's, its path's and its reason's. (A shape is
+    /// shared by the records that have it.)
+    pub fn held(&self) -> usize {
+        let record = self.record.payload.as_ref().map_or(0, Vec::capacity)
+            + self.record.key.as_ref().map_or(0, Vec::capacity)
+            + std::mem::size_of::<Self>();
+        match &self.route {
+            Ok((path, Fit::Declared(Err(reason)))) => record + path.capacity() + reason.capacity(),
+            Ok((path, _)) => record + path.capacity(),
+            Err(reason) => record + reason.capacity(),
+        }
+    }
+
+    /// The parts, for the pipeline.
+    pub(super) fn into_parts(self) -> (Record, Option<usize>, RouteResult) {
+        (self.record, self.destination, self.route)
+    }
+}
+
+/// A record's directory path and fit, or why it is bad.
+pub(super) type RouteResult = Result<(String, Fit), String>;
+
+impl Routes {
+    /// The destination of `topic`: the first that lists it, else the first that lists no
+    /// topics.
+    pub fn destination_of(&self, topic: &str) -> Option<usize> {
+        self.destinations
+            .iter()
+            .position(|d| d.settings.topics.iter().any(|t| t == topic))
+            .or_else(|| {
+                self.destinations
+                    .iter()
+                    .position(|d| d.settings.topics.is_empty())
+            })
+    }
+
+    /// Decodes and routes `record` for the destination of its topic. `last` is the shape of
+    /// the record routed before, shared by an equal one (see `SchemaSettings::fit`).
+    pub fn route_record(&self, record: Record, last: &mut Option<Arc<Fields>>) -> Routed {
+        let destination = self.destination_of(&record.topic);
+        let route = match destination {
+            Some(d) => self.route(d, &record, last),
+            None => Err(String::new()),
+        };
+        Routed {
+            record,
+            destination,
+            route,
+        }
+    }
 }
 
 impl Router {
     pub fn new(destinations: Vec<Destination>) -> Self {
         Self {
-            destinations,
+            destinations: Arc::new(destinations),
             routes: HashMap::new(),
+        }
+    }
+
+    /// The destinations, to route records elsewhere.
+    pub fn routes(&self) -> Routes {
+        Routes {
+            destinations: self.destinations.clone(),
         }
     }
 
@@ -36,36 +115,20 @@ impl Router {
             return k.clone();
         }
         let key: Arc<str> = Arc::from(topic);
-        let dest = self
-            .destinations
-            .iter()
-            .position(|d| d.settings.topics.iter().any(|t| t == topic))
-            .or_else(|| {
-                self.destinations
-                    .iter()
-                    .position(|d| d.settings.topics.is_empty())
-            });
+        let dest = self.routes().destination_of(topic);
         self.routes.insert(key.clone(), dest);
         key
-    }
-
-    /// The destination index of a topic, if it is routed.
-    pub fn destination_of(&mut self, topic: &str) -> Option<usize> {
-        let topic = self.intern(topic);
-        self.routes.get(&topic).copied().flatten()
     }
 
     /// The destination index of a topic already seen.
     pub fn destination(&self, topic: &str) -> Option<usize> {
         self.routes.get(topic).copied().flatten()
     }
+}
 
+impl Routes {
     /// Decodes and routes a record: its directory path and its object, or why it is bad.
-    pub fn route(
-        &self,
-        dest_idx: usize,
-        rec: &Record,
-    ) -> Result<(String, Map<String, Value>), String> {
+    fn route(&self, dest_idx: usize, rec: &Record, last: &mut Option<Arc<Fields>>) -> RouteResult {
         let dest = &self.destinations[dest_idx];
         let s = &dest.settings;
         // The key is kept with the row (`_kafka_key`): it is bounded like the payload.
@@ -105,6 +168,6 @@ impl Router {
                 "object key would be {key_len} bytes, over the {MAX_KEY_BYTES}-byte limit"
             ));
         }
-        Ok((path, object))
+        Ok((path, s.schema.fit(&object, last)))
     }
 }

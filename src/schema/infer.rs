@@ -144,6 +144,22 @@ impl Fields {
         }
     }
 
+    /// Whether this is exactly the schema of `object` alone (what merging it into an empty
+    /// schema makes), found without allocating in the common case: equal shapes are shared.
+    pub fn describes(&self, object: &Map<String, Value>, rules: &InferRules) -> bool {
+        self.describes_at(object, rules, Path::ROOT)
+    }
+
+    fn describes_at(&self, object: &Map<String, Value>, rules: &InferRules, at: Path<'_>) -> bool {
+        // An object's fields are pushed in its order, one per key.
+        object.len() == self.names.len()
+            && object.iter().zip(self.names.iter().zip(&self.kinds)).all(
+                |((name, value), (mine, kind))| {
+                    name == mine && kind.describes(value, rules, at.child(name))
+                },
+            )
+    }
+
     /// Widens the schema to take in one more object.
     pub fn merge_object(&mut self, object: &Map<String, Value>, rules: &InferRules) {
         self.merge_at(object, rules, Path::ROOT);
@@ -334,6 +350,25 @@ impl Kind {
                 fields.merge_at(map, rules, path);
                 Kind::Struct(fields)
             }
+        }
+    }
+
+    /// Whether this is exactly `Kind::of(value)`.
+    fn describes(&self, value: &Value, rules: &InferRules, path: Path<'_>) -> bool {
+        if path.is_json_column(rules) {
+            return *self == Kind::Json;
+        }
+        match (self, value) {
+            (Kind::Null, Value::Null) | (Kind::Bool, Value::Bool(_)) => true,
+            (Kind::Int, Value::Number(n)) => n.is_i64(),
+            (Kind::Float, Value::Number(n)) => !n.is_i64(),
+            (Kind::Str | Kind::Timestamp | Kind::Date, Value::String(s)) => {
+                *self == string_kind(s, rules)
+            }
+            (Kind::Struct(fields), Value::Object(map)) => fields.describes_at(map, rules, path),
+            // An array's item type joins its items: built, not walked.
+            (Kind::List(_), Value::Array(_)) => *self == Kind::of(value, rules, path),
+            _ => false,
         }
     }
 

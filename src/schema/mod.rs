@@ -22,6 +22,20 @@ use serde_json::{Map, Value};
 pub use declared::{Column, Declared, Ty, UnknownFields};
 pub use infer::{Assessment, Fields, InferRules, Kind, MAX_FIELD_NAME_BYTES};
 
+/// Whether `segment` subsumes `shape`, remembering a shape it does in `admitted`. Admitting a
+/// record whose shape the segment's schema subsumes changes nothing: the schema is a join of
+/// the shapes of the records merged into it, and joining one it subsumes leaves it as it is.
+fn subsumed(segment: &Fields, admitted: &mut Option<Arc<Fields>>, shape: &Arc<Fields>) -> bool {
+    if admitted.as_ref().is_some_and(|a| Arc::ptr_eq(a, shape)) {
+        return true;
+    }
+    if segment.subsumes(shape) {
+        *admitted = Some(shape.clone());
+        return true;
+    }
+    false
+}
+
 /// Objects nested deeper than this are bad records by default.
 pub const DEFAULT_MAX_DEPTH: usize = 32;
 /// Columns (fields at every depth) a schema may grow to by default.
@@ -73,7 +87,76 @@ impl Default for SchemaSettings {
     }
 }
 
+/// What admitting a record into a segment needs of it, worked out where the record was
+/// decoded (off the run loop), so that the loop admits it without its decoded object in the
+/// common case.
+#[derive(Debug, Clone)]
+pub enum Fit {
+    /// Infer mode: the record's own schema. A segment whose schema subsumes it takes the
+    /// record unchanged; otherwise the loop decodes the record again and admits it whole.
+    Shape(Arc<Fields>),
+    /// Declared mode: whether the record fits the declared schema, or why not.
+    Declared(Result<(), String>),
+}
+
 impl SchemaSettings {
+    /// What admitting `object` needs (see [`Fit`]). `last` is the shape of the record before
+    /// (of the same destination): an equal shape shares its allocation, which lets the loop
+    /// recognise a shape it has already admitted without comparing it.
+    pub fn fit(&self, object: &Map<String, Value>, last: &mut Option<Arc<Fields>>) -> Fit {
+        match &self.mode {
+            SchemaMode::Declared(d) => Fit::Declared(d.check(object)),
+            SchemaMode::Infer { rules, .. } => match last {
+                Some(l) if l.describes(object, rules) => Fit::Shape(l.clone()),
+                _ => {
+                    let mut shape = Fields::default();
+                    shape.merge_object(object, rules);
+                    let shape = Arc::new(shape);
+                    *last = Some(shape.clone());
+                    Fit::Shape(shape)
+                }
+            },
+        }
+    }
+
+    /// [`SchemaSettings::admit`] for a record known by its [`Fit`]: a shape `segment`
+    /// subsumes changes nothing (and is remembered in `admitted`); otherwise `object` decodes
+    /// the record again and it is admitted whole.
+    pub fn admit_fit(
+        &self,
+        segment: &mut Fields,
+        admitted: &mut Option<Arc<Fields>>,
+        fit: &Fit,
+        object: impl FnOnce() -> Result<Map<String, Value>, String>,
+    ) -> Result<(), String> {
+        match fit {
+            Fit::Declared(fits) => fits.clone(),
+            Fit::Shape(shape) if subsumed(segment, admitted, shape) => Ok(()),
+            Fit::Shape(_) => self.admit(segment, &object()?),
+        }
+    }
+
+    /// [`SchemaSettings::reshapes`] for a record known by its [`Fit`], as
+    /// [`SchemaSettings::admit_fit`] does.
+    pub fn reshapes_fit(
+        &self,
+        segment: &Fields,
+        admitted: &Option<Arc<Fields>>,
+        fit: &Fit,
+        object: impl FnOnce() -> Result<Map<String, Value>, String>,
+    ) -> bool {
+        match fit {
+            Fit::Declared(_) => false,
+            Fit::Shape(shape) => {
+                let known = admitted.as_ref().is_some_and(|a| Arc::ptr_eq(a, shape));
+                // A record that no longer decodes is a bad record, which admitting it says.
+                !known
+                    && !segment.subsumes(shape)
+                    && object().is_ok_and(|o| self.reshapes(segment, &o))
+            }
+        }
+    }
+
     /// Admits a record into a segment whose own inferred schema is `segment`, or says why
     /// the record does not fit. Nothing changes when it does not.
     pub fn admit(&self, segment: &mut Fields, object: &Map<String, Value>) -> Result<(), String> {
@@ -397,5 +480,103 @@ mod tests {
         assert_eq!(depth(&json!({"a": [1, {"b": 2}]})), 3);
         assert_eq!(depth_of_object(&obj(json!({"a": [1, {"b": 2}]}))), 3);
         assert_eq!(depth_of_object(&obj(json!({}))), 1);
+    }
+
+    fn value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            (-5i64..5).prop_map(Value::from),
+            (-5i64..5).prop_map(|n| Value::from(n as f64 + 0.5)),
+            Just(json!("x")),
+            Just(json!("2026-11-30T10:00:00Z")),
+            Just(json!("2026-11-30")),
+        ];
+        leaf.prop_recursive(3, 12, 3, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(Value::from),
+                proptest::collection::btree_map(
+                    prop_oneof![Just("a"), Just("b"), Just("payload")],
+                    inner,
+                    0..3
+                )
+                .prop_map(|m| Value::Object(
+                    m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+                )),
+            ]
+        })
+    }
+
+    fn record() -> impl proptest::strategy::Strategy<Value = Map<String, Value>> {
+        use proptest::strategy::Strategy as _;
+        proptest::collection::btree_map(
+            proptest::prelude::prop_oneof![
+                proptest::strategy::Just("a"),
+                proptest::strategy::Just("b"),
+                proptest::strategy::Just("c"),
+                proptest::strategy::Just("payload"),
+                proptest::strategy::Just("_kafka_offset"),
+            ],
+            value(),
+            0..4,
+        )
+        .prop_map(|m| m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 256,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(13),
+            failure_persistence: None,
+            ..proptest::test_runner::Config::default()
+        })]
+
+        /// Admitting records by their shape (decoded off the run loop) decides, reshapes and
+        /// grows the segment's schema exactly as admitting their objects does; a shape shared
+        /// with the record before is the record's own.
+        #[test]
+        fn admitting_by_shape_is_admitting_by_object(
+            records in proptest::collection::vec(record(), 1..20),
+            strict in proptest::prelude::any::<bool>(),
+            max_columns in 3usize..12,
+        ) {
+            let rules = InferRules {
+                json_columns: ["payload".to_string(), "a.b".to_string()].into(),
+                temporal_strings: true,
+            };
+            let settings = SchemaSettings {
+                mode: SchemaMode::Infer {
+                    strict,
+                    rules: rules.clone(),
+                },
+                max_columns,
+                ..SchemaSettings::default()
+            };
+            let mut by_object = Fields::default();
+            let mut by_shape = Fields::default();
+            let mut admitted = None;
+            let mut last = None;
+            for record in &records {
+                let fit = settings.fit(record, &mut last);
+                // The shape is the record's own schema, whether shared with the record
+                // before or built.
+                let mut own = Fields::default();
+                own.merge_object(record, &rules);
+                let Fit::Shape(shape) = &fit else {
+                    return Err(proptest::test_runner::TestCaseError::fail("not a shape"));
+                };
+                proptest::prop_assert_eq!(&**shape, &own);
+                let again = || Ok(record.clone());
+                proptest::prop_assert_eq!(
+                    settings.reshapes(&by_object, record),
+                    settings.reshapes_fit(&by_shape, &admitted, &fit, again)
+                );
+                let a = settings.admit(&mut by_object, record);
+                let b = settings.admit_fit(&mut by_shape, &mut admitted, &fit, again);
+                proptest::prop_assert_eq!(a, b);
+                proptest::prop_assert_eq!(&by_object, &by_shape);
+            }
+        }
     }
 }

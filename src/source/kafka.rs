@@ -24,7 +24,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use super::Record;
 use super::ownership::Ownership;
 use super::prefetch::{self, Prefetch};
-use super::reader::{Fetched, PartitionReader, ReadAhead, ReadFrom};
+use super::reader::{Fetched, PartitionReader, Prepare, ReadAhead, ReadFrom};
 use crate::config::KafkaSettings;
 
 /// A topic and partition, owned.
@@ -538,15 +538,17 @@ impl KafkaSource {
         .map_err(|e| KafkaSourceError::Task(e.to_string()))?
     }
 
-    /// Starts reading an assigned partition from its own queue; its records and a consume
-    /// error, if one comes, go to `out` tagged with the token of `from`, each record holding its
-    /// share of `budget` (bytes read ahead of the run loop) until dropped.
-    pub fn read_partition(
+    /// Starts reading an assigned partition from its own queue; its records, as `prepare`
+    /// makes them, and a consume error, if one comes, go to `out` tagged with the token of
+    /// `from`, each batch holding its share of `budget` (bytes read ahead of the run loop)
+    /// until dropped.
+    pub fn read_partition<P: Prepare>(
         &self,
         partition: TopicPartition,
         from: ReadFrom,
         budget: ReadAhead,
-        out: UnboundedSender<Fetched>,
+        prepare: Arc<P>,
+        out: UnboundedSender<Fetched<P::Batch>>,
     ) -> Result<PartitionReader, KafkaSourceError> {
         let queue = self
             .consumer
@@ -561,6 +563,7 @@ impl KafkaSource {
             partition,
             from,
             budget,
+            prepare,
             out,
         ))
     }

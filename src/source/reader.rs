@@ -33,6 +33,9 @@ use super::kafka::{PailContext, TopicPartition};
 pub struct ReadAhead {
     permits: Arc<Semaphore>,
     bytes: usize,
+    /// Batches being prepared at once: one per core. More would only start more threads of
+    /// the blocking pool, each with its own allocator arena, for no more throughput.
+    preparing: Arc<Semaphore>,
 }
 
 impl ReadAhead {
@@ -41,16 +44,18 @@ impl ReadAhead {
         let bytes = bytes
             .clamp(1, Semaphore::MAX_PERMITS)
             .min(u32::MAX as usize);
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
             permits: Arc::new(Semaphore::new(bytes)),
             bytes,
+            preparing: Arc::new(Semaphore::new(cores)),
         }
     }
 }
 
 /// What counts against the read-ahead budget for a record: its key and payload, plus what a
 /// record costs around them (its struct, the batch slot, the partition name).
-fn weight(record: &Record) -> usize {
+pub fn weight(record: &Record) -> usize {
     record.payload.as_ref().map_or(0, Vec::len) + record.key.as_ref().map_or(0, Vec::len) + 96
 }
 
@@ -97,6 +102,9 @@ pub enum ReadFailure {
     /// partition's own, possibly out of order with it.
     #[error("a record arrived outside its partition's queue (a pail bug; please report it)")]
     Misrouted,
+    /// Preparing a batch of records failed (a panic: a pail bug).
+    #[error("preparing the records failed: {0} (a pail bug; please report it)")]
+    Unprepared(String),
 }
 
 /// Records handed over in one batch at most: what librdkafka had ready, up to this many.
@@ -107,11 +115,36 @@ pub const MAX_BATCH_RECORDS: usize = 2048;
 /// Bytes of records handed over in one batch at most (a record larger than this goes alone).
 pub const MAX_BATCH_BYTES: usize = 1 << 20;
 
+/// Work done on each batch in its partition's reader task, before the run loop takes it.
+///
+/// CPU work per record that depends on the record alone (decoding and routing it) is done
+/// here: readers run as tasks on every core, in parallel over partitions, while the run loop
+/// is one task. The source knows nothing of what the work is.
+pub trait Prepare: Send + Sync + 'static {
+    /// What a batch of records becomes.
+    type Batch: Send + 'static;
+    /// Prepares `records` (in offset order, at least one), and says how many bytes the
+    /// result holds, which is what the read-ahead budget counts for it.
+    fn prepare(&self, records: Vec<Record>) -> (Self::Batch, usize);
+}
+
+/// No preparation: the records as read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AsRead;
+
+impl Prepare for AsRead {
+    type Batch = Vec<Record>;
+    fn prepare(&self, records: Vec<Record>) -> (Vec<Record>, usize) {
+        let bytes = records.iter().map(weight).sum();
+        (records, bytes)
+    }
+}
+
 /// One step of a partition's reading, in order.
 #[derive(Debug)]
-pub enum Read {
-    /// The next records, in offset order, at least one.
-    Records(Vec<Record>),
+pub enum Read<B = Vec<Record>> {
+    /// The next records, in offset order, at least one, as [`Prepare`] made them.
+    Records(B),
     /// The consumer's position moved past the last record handed over without a record
     /// (transaction markers, aborted records): the partition is read up to this offset.
     Position(i64),
@@ -122,17 +155,17 @@ pub enum Read {
 /// A [`Read`] of one partition under one ownership token (see `Ownership`), holding its share
 /// of the read-ahead budget until the run loop drops it.
 #[derive(Debug)]
-pub struct Fetched {
+pub struct Fetched<B = Vec<Record>> {
     /// The partition read.
     pub partition: TopicPartition,
     /// The ownership token the partition was read under.
     pub token: u64,
     /// What was read.
-    pub read: Read,
+    pub read: Read<B>,
     _budget: Option<OwnedSemaphorePermit>,
 }
 
-impl Fetched {
+impl<B> Fetched<B> {
     /// A failure of `partition` found outside its reader.
     pub fn failed(partition: TopicPartition, token: u64, error: ConsumeError) -> Self {
         Self {
@@ -163,16 +196,19 @@ pub struct PartitionReader {
 }
 
 impl PartitionReader {
-    /// Starts reading `queue` (the partition's own queue), sending to `out`.
-    pub(super) fn spawn(
+    /// Starts reading `queue` (the partition's own queue), sending what `prepare` makes of
+    /// its records to `out`.
+    pub(super) fn spawn<P: Prepare>(
         consumer: Arc<StreamConsumer<PailContext>>,
         queue: StreamPartitionQueue<PailContext>,
         partition: TopicPartition,
         from: ReadFrom,
         budget: ReadAhead,
-        out: mpsc::UnboundedSender<Fetched>,
+        prepare: Arc<P>,
+        out: mpsc::UnboundedSender<Fetched<P::Batch>>,
     ) -> Self {
         let reader = Reader {
+            prepare,
             consumer,
             topic: Arc::from(partition.0.as_str()),
             partition,
@@ -200,10 +236,11 @@ enum Taken {
     /// Not a record and not an error (a partition EOF).
     Nothing,
     /// The partition cannot be read further.
-    Failed(Read),
+    Failed(ConsumeError),
 }
 
-struct Reader {
+struct Reader<P: Prepare> {
+    prepare: Arc<P>,
     consumer: Arc<StreamConsumer<PailContext>>,
     /// Shared by the records of this partition.
     topic: Arc<str>,
@@ -213,10 +250,10 @@ struct Reader {
     next: i64,
     end: Option<i64>,
     budget: ReadAhead,
-    out: mpsc::UnboundedSender<Fetched>,
+    out: mpsc::UnboundedSender<Fetched<P::Batch>>,
 }
 
-impl Reader {
+impl<P: Prepare> Reader<P> {
     async fn run(mut self, queue: StreamPartitionQueue<PailContext>) {
         let mut idle = tokio::time::interval(Duration::from_secs(1));
         idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -229,7 +266,7 @@ impl Reader {
                     match self.position() {
                         Some(p) if p > self.next => {
                             self.next = p;
-                            if !self.send(Read::Position(p)).await {
+                            if !self.send(Read::Position(p), 0).await {
                                 return;
                             }
                         }
@@ -250,8 +287,8 @@ impl Reader {
                         batch.push(record);
                     }
                     Taken::Nothing => {}
-                    Taken::Failed(read) => {
-                        failed = Some(read);
+                    Taken::Failed(error) => {
+                        failed = Some(error);
                         break;
                     }
                 }
@@ -260,11 +297,11 @@ impl Reader {
                 }
                 next = stream.next().now_or_never().flatten();
             }
-            if !batch.is_empty() && !self.send(Read::Records(batch)).await {
+            if !batch.is_empty() && !self.send_records(batch).await {
                 return;
             }
-            if let Some(read) = failed {
-                let _ = self.send(read).await;
+            if let Some(error) = failed {
+                let _ = self.send(Read::Failed(error), 0).await;
                 return;
             }
         }
@@ -298,35 +335,62 @@ impl Reader {
         }
     }
 
-    fn failed(&self, cause: ReadFailure) -> Read {
-        Read::Failed(ConsumeError {
+    fn failed(&self, cause: ReadFailure) -> ConsumeError {
+        ConsumeError {
             topic: self.partition.0.clone(),
             partition: self.partition.1,
             offset: self.next,
             cause,
-        })
+        }
     }
 
-    /// Hands `read` to the run loop once the read-ahead budget has room; false when the run
-    /// loop is gone.
-    async fn send(&self, read: Read) -> bool {
-        let budget = match &read {
-            Read::Records(records) => {
-                let weight: usize = records.iter().map(weight).sum();
-                let weight = weight.min(self.budget.bytes);
-                let permits = u32::try_from(weight).unwrap_or(u32::MAX);
-                match self
-                    .budget
-                    .permits
-                    .clone()
-                    .acquire_many_owned(permits)
-                    .await
-                {
-                    Ok(p) => Some(p),
-                    Err(_) => return false,
-                }
+    /// Prepares `records` and hands them to the run loop; false when the run loop is gone.
+    async fn send_records(&self, records: Vec<Record>) -> bool {
+        // Prepared before the budget is asked: what it counts is what the batch holds once
+        // prepared (a decoded record holds more than its bytes).
+        // On the blocking pool: CPU work in a reader task would hold a runtime thread, and
+        // the run loop, which takes what every reader hands over, would wait for it.
+        let prepare = self.prepare.clone();
+        let first = records.first().map(|r| r.offset);
+        let Ok(slot) = self.budget.preparing.clone().acquire_owned().await else {
+            return false;
+        };
+        let prepared = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            prepare.prepare(records)
+        });
+        match prepared.await {
+            Ok((batch, bytes)) => self.send(Read::Records(batch), bytes).await,
+            Err(e) => {
+                // Nothing from this batch on is taken: the partition stops there.
+                let error = ConsumeError {
+                    offset: first.unwrap_or(self.next),
+                    ..self.failed(ReadFailure::Unprepared(e.to_string()))
+                };
+                self.send(Read::Failed(error), 0).await;
+                false
             }
-            Read::Position(_) | Read::Failed(_) => None,
+        }
+    }
+
+    /// Hands `read`, which holds `bytes`, to the run loop once the read-ahead budget has room
+    /// for them; false when the run loop is gone.
+    async fn send(&self, read: Read<P::Batch>, bytes: usize) -> bool {
+        let budget = if bytes == 0 {
+            None
+        } else {
+            let weight = bytes.min(self.budget.bytes);
+            let permits = u32::try_from(weight).unwrap_or(u32::MAX);
+            match self
+                .budget
+                .permits
+                .clone()
+                .acquire_many_owned(permits)
+                .await
+            {
+                Ok(p) => Some(p),
+                Err(_) => return false,
+            }
         };
         self.out
             .send(Fetched {

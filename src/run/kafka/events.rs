@@ -6,7 +6,7 @@ use rdkafka::error::KafkaError;
 
 use super::Loop;
 use crate::config::{KafkaSettings, Settings};
-use crate::pipeline::{Pause, Stopped};
+use crate::pipeline::{Pause, Routed, Stopped};
 use crate::run::RunError;
 use crate::run::driver::{Driver, KafkaOffsetStore, Source};
 use crate::source::Record;
@@ -34,7 +34,7 @@ pub(super) enum Input {
     Passed(usize),
     /// A record from the consumer's own queue, or an error it reported.
     Consumed(Result<Record, KafkaError>),
-    Fetched(Fetched),
+    Fetched(Fetched<Vec<Routed>>),
 }
 
 impl Source for Loop<'_> {

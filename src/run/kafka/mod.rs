@@ -9,6 +9,7 @@
 //! token they were read under.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
@@ -23,16 +24,37 @@ use super::stopped::{PartitionStop, StoppedPartitions};
 use super::watermarks::Watermarks;
 use super::{RunError, RunOptions, Stops, fresh_lineage};
 use crate::config::{KafkaSettings, Settings};
-use crate::pipeline::{Pause, Pipeline, RunStats, Stopped};
+use crate::pipeline::{Pause, Pipeline, Routed, Routes, RunStats, Stopped};
 use crate::protocol::{Assignment, Committed, StopReason, Token};
+use crate::source::Record;
 use crate::source::kafka::{KafkaEvent, KafkaSource, PartitionStart, TopicPartition};
-use crate::source::reader::{ConsumeError, Fetched, PartitionReader, Read, ReadAhead, ReadFrom};
+use crate::source::reader::{
+    ConsumeError, Fetched, PartitionReader, Prepare, Read, ReadAhead, ReadFrom,
+};
 use crate::telemetry::{Health, METRICS};
 
 /// How long the run loop waits for the commits and watermarks of newly assigned partitions:
 /// well under the liveness threshold. A partition whose answer does not come in time is
 /// stopped and looked up again later.
 const START_LOOKUP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Partition readers decode and route their records, in parallel over partitions; the run
+/// loop takes them routed.
+struct Routing(Routes);
+
+impl Prepare for Routing {
+    type Batch = Vec<Routed>;
+
+    fn prepare(&self, records: Vec<Record>) -> (Vec<Routed>, usize) {
+        let mut last = None;
+        let routed: Vec<Routed> = records
+            .into_iter()
+            .map(|r| self.0.route_record(r, &mut last))
+            .collect();
+        let bytes = routed.iter().map(Routed::held).sum();
+        (routed, bytes)
+    }
+}
 
 /// The consumer group as the run loop's source.
 struct Loop<'a> {
@@ -47,7 +69,7 @@ struct Loop<'a> {
     /// Which destinations passed their connection test: only their topics are consumed.
     ready: Vec<bool>,
     /// What the partition readers read.
-    reads: UnboundedReceiver<Fetched>,
+    reads: UnboundedReceiver<Fetched<Vec<Routed>>>,
     started: Instant,
     marks: Watermarks,
     options: RunOptions,
@@ -63,7 +85,9 @@ struct Loop<'a> {
     /// The ownership token of every partition assigned to this worker, read or not.
     assigned: HashMap<TopicPartition, u64>,
     /// Where the readers send what they read.
-    fetched: UnboundedSender<Fetched>,
+    fetched: UnboundedSender<Fetched<Vec<Routed>>>,
+    /// What the readers route their records with.
+    routing: Arc<Routing>,
     /// Bytes read ahead of the loop, shared by the readers.
     budget: ReadAhead,
     /// Owned partitions stopped on a consume error.
@@ -217,6 +241,7 @@ impl Loop<'_> {
             s.partition.clone(),
             from,
             self.budget.clone(),
+            self.routing.clone(),
             self.fetched.clone(),
         )?;
         let owned = Owned {
@@ -247,7 +272,7 @@ impl Loop<'_> {
     fn on_fetched(
         &mut self,
         driver: &mut Driver<KafkaOffsetStore>,
-        fetched: Fetched,
+        fetched: Fetched<Vec<Routed>>,
     ) -> Result<(), RunError> {
         let tp = fetched.partition;
         if self
@@ -262,7 +287,8 @@ impl Loop<'_> {
                 // While draining, records are left for the next run: nothing past the sealed
                 // segments is committed. (Records read just before a backpressure pause are
                 // still taken: dropping one would leave a hole.)
-                for record in records {
+                for routed in records {
+                    let record = &routed.record;
                     if driver.draining() || self.marks.past_end(&tp, record.offset) {
                         break;
                     }
@@ -275,7 +301,7 @@ impl Loop<'_> {
                         tracing::info!(topic = %tp.0, partition = tp.1, offset = record.offset,
                             "partition reads again after its consume error");
                     }
-                    driver.pipeline.ingest(record)?;
+                    driver.pipeline.ingest_routed(routed)?;
                     // Paused the moment the budget is reached, not after the batch: what
                     // librdkafka delivers until the pause takes effect is taken all the same.
                     if !self.held_back && driver.pipeline.over_limits() {
@@ -375,6 +401,7 @@ impl Loop<'_> {
                 tp.clone(),
                 from,
                 self.budget.clone(),
+                self.routing.clone(),
                 self.fetched.clone(),
             )?;
             owned.reader = Some(reader);
@@ -494,6 +521,7 @@ pub(super) async fn run_kafka(
     }
     let (requests, answers, mut committer) = spawn_committer(kafka.committer());
     let (fetched, reads) = unbounded_channel();
+    let routing = Arc::new(Routing(pipeline.routes()));
     let mut driver = Driver::new(
         pipeline,
         KafkaOffsetStore { requests, answers },
@@ -518,6 +546,7 @@ pub(super) async fn run_kafka(
         readers: HashMap::new(),
         assigned: HashMap::new(),
         fetched,
+        routing,
         budget: ReadAhead::new(settings.worker.memory().read_ahead),
         stopped: StoppedPartitions::new(
             (!options.once).then_some(settings.worker.permanent_error_retry),
