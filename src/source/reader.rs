@@ -55,7 +55,7 @@ impl ReadAhead {
 
 /// What counts against the read-ahead budget for a record: its key and payload, plus what a
 /// record costs around them (its struct, the batch slot, the partition name).
-pub fn weight(record: &Record) -> usize {
+fn weight(record: &Record) -> usize {
     record.payload.as_ref().map_or(0, Vec::len) + record.key.as_ref().map_or(0, Vec::len) + 96
 }
 
@@ -115,29 +115,17 @@ pub const MAX_BATCH_RECORDS: usize = 2048;
 /// Bytes of records handed over in one batch at most (a record larger than this goes alone).
 pub const MAX_BATCH_BYTES: usize = 1 << 20;
 
-/// Work done on each batch in its partition's reader task, before the run loop takes it.
+/// Work done on each batch for its partition's reader, before the run loop takes it.
 ///
 /// CPU work per record that depends on the record alone (decoding and routing it) is done
-/// here: readers run as tasks on every core, in parallel over partitions, while the run loop
-/// is one task. The source knows nothing of what the work is.
+/// here, on the blocking pool, one batch per core at a time: in parallel over partitions,
+/// while the run loop is one task. The source knows nothing of what the work is.
 pub trait Prepare: Send + Sync + 'static {
     /// What a batch of records becomes.
     type Batch: Send + 'static;
     /// Prepares `records` (in offset order, at least one), and says how many bytes the
     /// result holds, which is what the read-ahead budget counts for it.
     fn prepare(&self, records: Vec<Record>) -> (Self::Batch, usize);
-}
-
-/// No preparation: the records as read.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AsRead;
-
-impl Prepare for AsRead {
-    type Batch = Vec<Record>;
-    fn prepare(&self, records: Vec<Record>) -> (Vec<Record>, usize) {
-        let bytes = records.iter().map(weight).sum();
-        (records, bytes)
-    }
 }
 
 /// One step of a partition's reading, in order.
