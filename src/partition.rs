@@ -54,6 +54,11 @@ pub enum TimestampSource {
 }
 
 impl TimestampSource {
+    /// Whether extracting reads the record's top-level field `top` (see [`lookup`]).
+    pub fn reads(&self, top: &str) -> bool {
+        matches!(self, Self::Field(path) if path_reads(path, top))
+    }
+
     /// Parses `kafka` or `field:NAME`.
     pub fn parse(text: &str) -> Result<Self, String> {
         match text.split_once(':') {
@@ -106,6 +111,12 @@ impl TimestampSource {
     }
 }
 
+/// Whether looking `path` up reads the top-level field `top`: the exact key, or the first
+/// step of the dotted path.
+fn path_reads(path: &str, top: &str) -> bool {
+    path == top || path.split('.').next() == Some(top)
+}
+
 /// Finds `a.b.c` in nested objects; an exact top-level key wins over the dotted path.
 pub fn lookup<'v>(object: &'v Map<String, Value>, path: &str) -> Option<&'v Value> {
     if let Some(v) = object.get(path) {
@@ -121,7 +132,8 @@ enum Part {
     Literal(String),
     Topic,
     Partition,
-    Time(String),
+    /// A `{ts:FORMAT}` placeholder: the format, and its items parsed once.
+    Time(String, Vec<Item<'static>>),
     Field(String),
 }
 
@@ -133,6 +145,13 @@ pub struct KeyTemplate {
 }
 
 impl KeyTemplate {
+    /// Whether rendering reads the record's top-level field `top` (see [`lookup`]).
+    pub fn reads(&self, top: &str) -> bool {
+        self.parts
+            .iter()
+            .any(|p| matches!(p, Part::Field(path) if path_reads(path, top)))
+    }
+
     /// Parses and checks a template; leading and trailing `/` are ignored.
     pub fn parse(text: &str) -> Result<Self, TemplateError> {
         let trimmed = text.trim_matches('/');
@@ -150,11 +169,11 @@ impl KeyTemplate {
                 None if inner == "topic" => Part::Topic,
                 None if inner == "partition" => Part::Partition,
                 Some(("ts", fmt)) => {
-                    let items: Vec<Item<'_>> = StrftimeItems::new(fmt).collect();
-                    if fmt.is_empty() || items.iter().any(|i| matches!(i, Item::Error)) {
-                        return Err(TemplateError::BadTimeFormat(fmt.to_string()));
+                    let items = StrftimeItems::new(fmt).parse_to_owned();
+                    match items {
+                        Ok(items) if !fmt.is_empty() => Part::Time(fmt.to_string(), items),
+                        _ => return Err(TemplateError::BadTimeFormat(fmt.to_string())),
                     }
-                    Part::Time(fmt.to_string())
                 }
                 Some(("field", name)) if !name.is_empty() => Part::Field(name.to_string()),
                 _ => return Err(TemplateError::UnknownPlaceholder(inner.to_string())),
@@ -205,7 +224,7 @@ impl KeyTemplate {
                 Part::Literal(s) => s.clone(),
                 Part::Topic | Part::Field(_) => "x".repeat(MAX_VALUE_LEN),
                 Part::Partition => i32::MIN.to_string(),
-                Part::Time(fmt) => long_dates
+                Part::Time(fmt, _) => long_dates
                     .iter()
                     .map(|t| t.format(fmt).to_string())
                     .max_by_key(String::len)
@@ -234,17 +253,17 @@ impl KeyTemplate {
         for part in &self.parts {
             match part {
                 Part::Literal(s) => out.push_str(s),
-                Part::Topic => out.push_str(&sanitize(topic)),
+                Part::Topic => push_sanitized(&mut out, topic),
                 Part::Partition => {
                     let _ = write!(out, "{partition}");
                 }
-                Part::Time(fmt) => {
+                Part::Time(_, items) => {
                     // The format was validated in `parse`, so writing cannot fail.
-                    let _ = write!(out, "{}", ts.format(fmt));
+                    let _ = write!(out, "{}", ts.format_with_items(items.iter()));
                 }
                 Part::Field(name) => match lookup(value, name) {
                     None | Some(Value::Null) => out.push_str(NULL_VALUE),
-                    Some(Value::String(s)) => out.push_str(&sanitize(s)),
+                    Some(Value::String(s)) => push_sanitized(&mut out, s),
                     Some(other) => out.push_str(&sanitize(&other.to_string())),
                 },
             }
@@ -284,6 +303,21 @@ pub fn sanitize(value: &str) -> String {
     out
 }
 
+/// Appends [`sanitize`]`(value)` to `out`, without a copy for a value that needs no change.
+fn push_sanitized(out: &mut String, value: &str) {
+    let safe = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~');
+    if !value.is_empty()
+        && value.len() <= MAX_VALUE_LEN
+        && value != "."
+        && value != ".."
+        && value.as_bytes().iter().all(safe)
+    {
+        out.push_str(value);
+    } else {
+        out.push_str(&sanitize(value));
+    }
+}
+
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
@@ -297,6 +331,17 @@ mod tests {
 
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn values_are_appended_as_sanitize_makes_them() {
+        let long = "a".repeat(MAX_VALUE_LEN);
+        let longer = "a".repeat(MAX_VALUE_LEN + 1);
+        for value in ["", ".", "..", "a.b", "x y", "é", "a-b_c~d", &long, &longer] {
+            let mut out = "p/".to_string();
+            push_sanitized(&mut out, value);
+            assert_eq!(out, format!("p/{}", sanitize(value)), "{value:?}");
+        }
     }
 
     fn ts() -> DateTime<Utc> {

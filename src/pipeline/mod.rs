@@ -28,7 +28,7 @@ use crate::source::Record;
 use crate::telemetry::METRICS;
 
 use route::Router;
-pub use route::{Routed, Routes};
+pub use route::{RouteMemo, Routed, Routes};
 use streams::Streams;
 
 /// A destination with its settings and the store it writes to.
@@ -118,8 +118,8 @@ pub struct Pipeline {
     limits: Limits,
     /// Names records in messages: `Some(path)` for a file source ("path line N").
     file_name: Option<String>,
-    /// The shape of the last record this pipeline routed itself (see `Routes::route_record`).
-    last_shape: Option<Arc<Fields>>,
+    /// What routing the records this pipeline routed itself left (see `Routes::route_record`).
+    route_memo: RouteMemo,
     pub stats: RunStats,
 }
 
@@ -144,7 +144,7 @@ impl Pipeline {
             delivery,
             limits,
             file_name,
-            last_shape: None,
+            route_memo: RouteMemo::default(),
             stats: RunStats::default(),
         }
     }
@@ -213,7 +213,7 @@ impl Pipeline {
     /// recorded ends) require. A record of a partition not owned or stopped is left: it is
     /// read again by whoever reads the partition next.
     pub fn ingest(&mut self, rec: Record) -> Result<(), PipelineError> {
-        let routed = self.router.routes().route_record(rec, &mut self.last_shape);
+        let routed = self.router.routes().route_record(rec, &mut self.route_memo);
         self.ingest_routed(routed)
     }
 

@@ -78,12 +78,12 @@ impl Routes {
             })
     }
 
-    /// Decodes and routes `record` for the destination of its topic. `last` is the shape of
-    /// the record routed before, shared by an equal one (see `SchemaSettings::fit`).
-    pub fn route_record(&self, record: Record, last: &mut Option<Arc<Fields>>) -> Routed {
+    /// Decodes and routes `record` for the destination of its topic. `memo` is what routing
+    /// the records before left (records routed in sequence share it).
+    pub fn route_record(&self, record: Record, memo: &mut RouteMemo) -> Routed {
         let destination = self.destination_of(&record.topic);
         let route = match destination {
-            Some(d) => self.route(d, &record, last),
+            Some(d) => self.route(d, &record, memo),
             None => Err(String::new()),
         };
         Routed {
@@ -128,7 +128,7 @@ impl Router {
 
 impl Routes {
     /// Decodes and routes a record: its directory path and its object, or why it is bad.
-    fn route(&self, dest_idx: usize, rec: &Record, last: &mut Option<Arc<Fields>>) -> RouteResult {
+    fn route(&self, dest_idx: usize, rec: &Record, memo: &mut RouteMemo) -> RouteResult {
         let dest = &self.destinations[dest_idx];
         let s = &dest.settings;
         // The key is kept with the row (`_kafka_key`): it is bounded like the payload.
@@ -141,12 +141,25 @@ impl Routes {
                 s.schema.max_record_bytes
             ));
         }
-        let object = decode(
-            rec.payload.as_deref(),
-            s.schema.max_record_bytes,
-            s.schema.max_depth,
-        )
-        .map_err(|e| e.to_string())?;
+        // A record of the shape before is recognised as it is parsed; only the fields the
+        // route reads are decoded.
+        let reads = |top: &str| s.key_template.reads(top) || s.timestamp.reads(top);
+        let (object, fit) = match s
+            .schema
+            .fit_payload(rec.payload.as_deref(), &memo.shape, &reads)
+        {
+            Some(found) => found,
+            None => {
+                let object = decode(
+                    rec.payload.as_deref(),
+                    s.schema.max_record_bytes,
+                    s.schema.max_depth,
+                )
+                .map_err(|e| e.to_string())?;
+                let fit = s.schema.fit(&object, &mut memo.shape);
+                (object, fit)
+            }
+        };
         let ts = s
             .timestamp
             .extract(rec.timestamp_ms, &object)
@@ -154,20 +167,47 @@ impl Routes {
         let path = s
             .key_template
             .render(&rec.topic, rec.partition, ts, &object);
-        let name_len = object_name(
-            &rec.topic,
-            rec.partition,
-            Some(Lineage::new(0, 0)),
-            0,
-            "parquet",
-        )
-        .len();
-        let key_len = dest.target.prefix.len() + path.len() + name_len + 2;
+        let key_len = dest.target.prefix.len() + path.len() + memo.name_len(rec) + 2;
         if key_len > MAX_KEY_BYTES {
             return Err(format!(
                 "object key would be {key_len} bytes, over the {MAX_KEY_BYTES}-byte limit"
             ));
         }
-        Ok((path, s.schema.fit(&object, last)))
+        Ok((path, fit))
+    }
+}
+
+/// What routing one record leaves for the next, which is most often like it: the shape of the
+/// record before (an equal shape shares it, see `SchemaSettings::fit`), and the length of its
+/// partition's object names.
+#[derive(Debug, Default)]
+pub struct RouteMemo {
+    shape: Option<Arc<Fields>>,
+    name: Option<(Arc<str>, i32, usize)>,
+}
+
+impl RouteMemo {
+    /// The length of the names of objects of `rec`'s partition (lineage and start offset at
+    /// their padded widths).
+    fn name_len(&mut self, rec: &Record) -> usize {
+        match &self.name {
+            Some((topic, partition, len))
+                if Arc::ptr_eq(topic, &rec.topic) && *partition == rec.partition =>
+            {
+                *len
+            }
+            _ => {
+                let len = object_name(
+                    &rec.topic,
+                    rec.partition,
+                    Some(Lineage::new(0, 0)),
+                    0,
+                    "parquet",
+                )
+                .len();
+                self.name = Some((rec.topic.clone(), rec.partition, len));
+                len
+            }
+        }
     }
 }

@@ -267,7 +267,7 @@ impl<'a> Path<'a> {
         name: "",
     };
 
-    fn child(&'a self, name: &'a str) -> Path<'a> {
+    pub(super) fn child(&'a self, name: &'a str) -> Path<'a> {
         Path {
             parent: Some(self),
             name,
@@ -287,7 +287,7 @@ impl<'a> Path<'a> {
         names.join(".")
     }
 
-    fn is_json_column(&self, rules: &InferRules) -> bool {
+    pub(super) fn is_json_column(&self, rules: &InferRules) -> bool {
         !rules.json_columns.is_empty() && rules.json_columns.contains(&self.render())
     }
 }
@@ -314,7 +314,7 @@ pub fn parse_date_days(s: &str) -> Option<i32> {
     i32::try_from((date - NaiveDate::from_ymd_opt(1970, 1, 1)?).num_days()).ok()
 }
 
-fn string_kind(s: &str, rules: &InferRules) -> Kind {
+pub(super) fn string_kind(s: &str, rules: &InferRules) -> Kind {
     if !rules.temporal_strings {
         Kind::Str
     } else if parse_timestamp_micros(s).is_some() {
@@ -354,7 +354,7 @@ impl Kind {
     }
 
     /// Whether this is exactly `Kind::of(value)`.
-    fn describes(&self, value: &Value, rules: &InferRules, path: Path<'_>) -> bool {
+    pub(super) fn describes(&self, value: &Value, rules: &InferRules, path: Path<'_>) -> bool {
         if path.is_json_column(rules) {
             return *self == Kind::Json;
         }

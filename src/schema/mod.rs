@@ -11,6 +11,7 @@
 mod decimal;
 pub mod declared;
 pub mod infer;
+mod scan;
 pub mod schema_file;
 
 use std::sync::Arc;
@@ -117,6 +118,28 @@ impl SchemaSettings {
                 }
             },
         }
+    }
+
+    /// [`SchemaSettings::fit`] of a record whose payload `last` describes exactly, found
+    /// without decoding it (see `scan`): the fit, and the payload's top-level fields that
+    /// `keep` names, decoded. `None` when `last` does not describe it, the payload is absent
+    /// or over the size limit, or the schema is declared: decode the record whole.
+    pub fn fit_payload(
+        &self,
+        payload: Option<&[u8]>,
+        last: &Option<Arc<Fields>>,
+        keep: &dyn Fn(&str) -> bool,
+    ) -> Option<(Map<String, Value>, Fit)> {
+        let (SchemaMode::Infer { rules, .. }, Some(last), Some(payload)) =
+            (&self.mode, last, payload)
+        else {
+            return None;
+        };
+        if payload.len() > self.max_record_bytes {
+            return None;
+        }
+        let kept = last.describes_payload(payload, rules, self.max_depth, keep)?;
+        Some((kept, Fit::Shape(last.clone())))
     }
 
     /// [`SchemaSettings::admit`] for a record known by its [`Fit`]: a shape `segment`
@@ -492,6 +515,8 @@ mod tests {
             Just(json!("x")),
             Just(json!("2026-11-30T10:00:00Z")),
             Just(json!("2026-11-30")),
+            Just(json!("q\"\n")),
+            Just(json!(u64::MAX)),
         ];
         leaf.prop_recursive(3, 12, 3, |inner| {
             prop_oneof![
@@ -522,6 +547,33 @@ mod tests {
             0..4,
         )
         .prop_map(|m| m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+    }
+
+    /// Two records with the same keys and values drawn apart: often the same shape but for
+    /// one kind somewhere.
+    fn twins() -> impl proptest::strategy::Strategy<Value = [Map<String, Value>; 2]> {
+        use proptest::prelude::*;
+        proptest::collection::btree_set(
+            prop_oneof![Just("a"), Just("b"), Just("c"), Just("payload")],
+            0..4,
+        )
+        .prop_flat_map(|keys| {
+            let n = keys.len();
+            (
+                Just(keys),
+                proptest::collection::vec(value(), n),
+                proptest::collection::vec(value(), n),
+            )
+        })
+        .prop_map(|(keys, one, two)| {
+            let record = |values: Vec<Value>| {
+                keys.iter()
+                    .zip(values)
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect()
+            };
+            [record(one), record(two)]
+        })
     }
 
     proptest::proptest! {
@@ -576,6 +628,45 @@ mod tests {
                 let b = settings.admit_fit(&mut by_shape, &mut admitted, &fit, again);
                 proptest::prop_assert_eq!(a, b);
                 proptest::prop_assert_eq!(&by_object, &by_shape);
+            }
+        }
+
+        /// Walking a payload against a shape (see `scan`) finds it described exactly when its
+        /// decoded object is described and within the depth limit, and decodes the kept fields
+        /// as decoding the whole object does.
+        #[test]
+        fn scanning_a_payload_is_describing_its_object(
+            twins in proptest::collection::vec(twins(), 1..10),
+            max_depth in 1usize..5,
+            keep_b in proptest::prelude::any::<bool>(),
+        ) {
+            let rules = InferRules {
+                json_columns: ["payload".to_string(), "a.b".to_string()].into(),
+                temporal_strings: true,
+            };
+            let keep = |name: &str| name == "a" || (keep_b && name == "b");
+            let records: Vec<_> = twins.into_iter().flatten().collect();
+            let shapes: Vec<Fields> = records
+                .iter()
+                .map(|r| {
+                    let mut own = Fields::default();
+                    own.merge_object(r, &rules);
+                    own
+                })
+                .collect();
+            // Every record against every record's shape: its own, its twin's, and others.
+            for record in &records {
+                let payload = serde_json::to_vec(record).unwrap();
+                for shape in &shapes {
+                    let described = shape.describes(record, &rules)
+                        && depth_of_object(record) <= max_depth;
+                    let kept = shape.describes_payload(&payload, &rules, max_depth, &keep);
+                    proptest::prop_assert_eq!(kept.is_some(), described);
+                    if let Some(kept) = kept {
+                        let want: Vec<_> = record.iter().filter(|(k, _)| keep(k)).collect();
+                        proptest::prop_assert_eq!(kept.iter().collect::<Vec<_>>(), want);
+                    }
+                }
             }
         }
     }

@@ -24,7 +24,7 @@ use super::stopped::{PartitionStop, StoppedPartitions};
 use super::watermarks::Watermarks;
 use super::{RunError, RunOptions, Stops, fresh_lineage};
 use crate::config::{KafkaSettings, Settings};
-use crate::pipeline::{Pause, Pipeline, Routed, Routes, RunStats, Stopped};
+use crate::pipeline::{Pause, Pipeline, RouteMemo, Routed, Routes, RunStats, Stopped};
 use crate::protocol::{Assignment, Committed, StopReason, Token};
 use crate::source::Record;
 use crate::source::kafka::{KafkaEvent, KafkaSource, PartitionStart, TopicPartition};
@@ -46,10 +46,10 @@ impl Prepare for Routing {
     type Batch = Vec<Routed>;
 
     fn prepare(&self, records: Vec<Record>) -> (Vec<Routed>, usize) {
-        let mut last = None;
+        let mut memo = RouteMemo::default();
         let routed: Vec<Routed> = records
             .into_iter()
-            .map(|r| self.0.route_record(r, &mut last))
+            .map(|r| self.0.route_record(r, &mut memo))
             .collect();
         let bytes = routed.iter().map(Routed::held).sum();
         (routed, bytes)
