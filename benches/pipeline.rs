@@ -98,13 +98,7 @@ fn main() {
             )
             .unwrap_or_default();
             if schema_settings.admit(&mut seg.schema, &obj).is_ok() {
-                seg.push_row(
-                    "p".into(),
-                    l.as_bytes(),
-                    None,
-                    i as i64,
-                    Some(1_763_600_000_000),
-                );
+                seg.push_row("p", l.as_bytes(), None, i as i64, Some(1_763_600_000_000));
             }
         }
         seg
@@ -169,13 +163,7 @@ fn main() {
                 .admit_fit(&mut seg.schema, &mut seg.admitted, fit, again)
                 .is_ok()
             {
-                seg.push_row(
-                    "p".into(),
-                    l.as_bytes(),
-                    None,
-                    i as i64,
-                    Some(1_763_600_000_000),
-                );
+                seg.push_row("p", l.as_bytes(), None, i as i64, Some(1_763_600_000_000));
             }
         }
         seg

@@ -2,7 +2,6 @@
 //! rotation policy seals them.
 
 use std::collections::BTreeMap;
-use std::collections::btree_map::Entry;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -159,17 +158,18 @@ impl Segment {
     /// Adds an admitted record under `path`.
     pub fn push_row(
         &mut self,
-        path: String,
+        path: &str,
         payload: &[u8],
         key: Option<&[u8]>,
         offset: i64,
         timestamp_ms: Option<i64>,
     ) {
-        let file = match self.files.entry(path) {
-            Entry::Occupied(file) => file.into_mut(),
-            Entry::Vacant(slot) => {
-                self.held += slot.key().len() + PATH_OVERHEAD;
-                slot.insert(OpenFile::default())
+        // Looked up by reference first: the key is copied only for a new path.
+        let file = match self.files.get_mut(path) {
+            Some(file) => file,
+            None => {
+                self.held += path.len() + PATH_OVERHEAD;
+                self.files.entry(path.to_string()).or_default()
             }
         };
         let before = file.capacity();

@@ -250,10 +250,23 @@ impl KeyTemplate {
         value: &Map<String, Value>,
     ) -> String {
         let mut out = String::new();
+        self.render_into(&mut out, topic, partition, ts, value);
+        out
+    }
+
+    /// [`KeyTemplate::render`] appended to `out`, whose room is reused.
+    pub fn render_into(
+        &self,
+        out: &mut String,
+        topic: &str,
+        partition: i32,
+        ts: DateTime<Utc>,
+        value: &Map<String, Value>,
+    ) {
         for part in &self.parts {
             match part {
                 Part::Literal(s) => out.push_str(s),
-                Part::Topic => push_sanitized(&mut out, topic),
+                Part::Topic => push_sanitized(out, topic),
                 Part::Partition => {
                     let _ = write!(out, "{partition}");
                 }
@@ -263,12 +276,11 @@ impl KeyTemplate {
                 }
                 Part::Field(name) => match lookup(value, name) {
                     None | Some(Value::Null) => out.push_str(NULL_VALUE),
-                    Some(Value::String(s)) => push_sanitized(&mut out, s),
+                    Some(Value::String(s)) => push_sanitized(out, s),
                     Some(other) => out.push_str(&sanitize(&other.to_string())),
                 },
             }
         }
-        out
     }
 }
 

@@ -313,13 +313,7 @@ mod tests {
             let v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(l).unwrap();
             seg.schema.merge_object(&v, &rules);
             let key = (i % 2 == 0).then_some(if i % 4 == 0 { &b"k"[..] } else { b"\xff" });
-            seg.push_row(
-                "p".into(),
-                l.as_bytes(),
-                key,
-                i as i64,
-                Some(1_000 + i as i64),
-            );
+            seg.push_row("p", l.as_bytes(), key, i as i64, Some(1_000 + i as i64));
         }
         let schema =
             SchemaSettings::default().file_schema(&mut Arc::new(Fields::default()), &seg.schema);

@@ -364,7 +364,7 @@ mod tests {
         for (i, l) in lines.iter().enumerate() {
             let v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(l).unwrap();
             seg.schema.merge_object(&v, &rules);
-            seg.push_row("p".into(), l.as_bytes(), None, first + i as i64, None);
+            seg.push_row("p", l.as_bytes(), None, first + i as i64, None);
         }
         let schema = FileSchema::Inferred(Arc::new(seg.schema.clone()));
         (seg.files.remove("p").unwrap(), schema)

@@ -302,17 +302,11 @@ impl Pipeline {
                 let key_bytes = rec.key.as_deref();
                 let before = seg.held;
                 let parquet = &self.router.destinations[dest_idx].settings.parquet;
-                let flush = seg.files.get(&path).is_some_and(|f| {
+                let flush = seg.files.get(&*path).is_some_and(|f| {
                     f.rows.len() + 1 >= parquet.row_group_size
                         || f.payloads.len() + payload.len() >= parquet.row_group_bytes
                 });
-                seg.push_row(
-                    path.clone(),
-                    payload,
-                    key_bytes,
-                    rec.offset,
-                    rec.timestamp_ms,
-                );
+                seg.push_row(&path, payload, key_bytes, rec.offset, rec.timestamp_ms);
                 self.open_bytes += seg.held - before;
                 if flush {
                     self.flush(&key, &path);

@@ -7,6 +7,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use super::Destination;
 use crate::decode::decode;
 use crate::delivery::object_name;
@@ -43,14 +45,14 @@ pub struct Routed {
 
 impl Routed {
     /// Bytes the routed record holds: the record's, its path's and its reason's. (A shape is
-    /// shared by the records that have it.)
+    /// shared by the records that have it; a path often is, but is counted for each.)
     pub fn held(&self) -> usize {
-        let record = self.record.payload.as_ref().map_or(0, Vec::capacity)
-            + self.record.key.as_ref().map_or(0, Vec::capacity)
+        let record = self.record.payload.as_ref().map_or(0, Bytes::len)
+            + self.record.key.as_ref().map_or(0, Bytes::len)
             + std::mem::size_of::<Self>();
         match &self.route {
-            Ok((path, Fit::Declared(Err(reason)))) => record + path.capacity() + reason.capacity(),
-            Ok((path, _)) => record + path.capacity(),
+            Ok((path, Fit::Declared(Err(reason)))) => record + path.len() + reason.capacity(),
+            Ok((path, _)) => record + path.len(),
             Err(reason) => record + reason.capacity(),
         }
     }
@@ -62,7 +64,7 @@ impl Routed {
 }
 
 /// A record's directory path and fit, or why it is bad.
-pub(super) type RouteResult = Result<(String, Fit), String>;
+pub(super) type RouteResult = Result<(Arc<str>, Fit), String>;
 
 impl Routes {
     /// The destination of `topic`: the first that lists it, else the first that lists no
@@ -164,9 +166,10 @@ impl Routes {
             .timestamp
             .extract(rec.timestamp_ms, &object)
             .map_err(|e| e.to_string())?;
-        let path = s
-            .key_template
-            .render(&rec.topic, rec.partition, ts, &object);
+        let path = memo.path(|out| {
+            s.key_template
+                .render_into(out, &rec.topic, rec.partition, ts, &object)
+        });
         let key_len = dest.target.prefix.len() + path.len() + memo.name_len(rec) + 2;
         if key_len > MAX_KEY_BYTES {
             return Err(format!(
@@ -178,15 +181,32 @@ impl Routes {
 }
 
 /// What routing one record leaves for the next, which is most often like it: the shape of the
-/// record before (an equal shape shares it, see `SchemaSettings::fit`), and the length of its
-/// partition's object names.
+/// record before (an equal shape shares it, see `SchemaSettings::fit`), its path (an equal
+/// path shares it), and the length of its partition's object names.
 #[derive(Debug, Default)]
 pub struct RouteMemo {
     shape: Option<Arc<Fields>>,
+    path: Option<Arc<str>>,
+    /// Where paths are rendered: its room is reused.
+    rendering: String,
     name: Option<(Arc<str>, i32, usize)>,
 }
 
 impl RouteMemo {
+    /// The path `render` writes, shared with the record before when it is the same.
+    fn path(&mut self, render: impl FnOnce(&mut String)) -> Arc<str> {
+        self.rendering.clear();
+        render(&mut self.rendering);
+        match &self.path {
+            Some(path) if **path == *self.rendering => path.clone(),
+            _ => {
+                let path: Arc<str> = Arc::from(self.rendering.as_str());
+                self.path = Some(path.clone());
+                path
+            }
+        }
+    }
+
     /// The length of the names of objects of `rec`'s partition (lineage and start offset at
     /// their padded widths).
     fn name_len(&mut self, rec: &Record) -> usize {

@@ -64,7 +64,7 @@ fn record(offset: i64) -> Record {
         offset,
         timestamp_ms: Some(1_763_600_000_000 + offset),
         key: None,
-        payload: Some(format!("{{\"n\":{offset}}}").into_bytes()),
+        payload: Some(format!("{{\"n\":{offset}}}").into_bytes().into()),
     }
 }
 
@@ -389,7 +389,8 @@ proptest::proptest! {
                         rec.partition = partition;
                         rec.payload = Some(
                             format!("{{\"n\":{offset},\"pad\":\"{}\"}}", "x".repeat(size))
-                                .into_bytes(),
+                                .into_bytes()
+                                .into(),
                         );
                         p.ingest(rec).unwrap();
                     }
@@ -428,7 +429,7 @@ proptest::proptest! {
 /// A record of `t`/0 whose `n` is `value` (JSON text).
 fn record_n(offset: i64, value: &str) -> Record {
     Record {
-        payload: Some(format!("{{\"n\":{value}}}").into_bytes()),
+        payload: Some(format!("{{\"n\":{value}}}").into_bytes().into()),
         ..record(offset)
     }
 }

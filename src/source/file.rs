@@ -85,7 +85,7 @@ impl FileSource {
                 offset: self.line,
                 timestamp_ms: None,
                 key: None,
-                payload: Some(bytes),
+                payload: Some(bytes.into()),
             }));
         }
     }
@@ -148,11 +148,17 @@ mod tests {
         std::fs::write(&path, format!("{{\"a\":1}}\r\n\n  \n{long}\n{{\"b\":2}}")).unwrap();
         let mut src = FileSource::open(Some(&path), 10).await.unwrap();
         let r1 = src.next().await.unwrap().unwrap();
-        assert_eq!((r1.offset, r1.payload.unwrap()), (1, b"{\"a\":1}".to_vec()));
+        assert_eq!(
+            (r1.offset, r1.payload.unwrap()),
+            (1, b"{\"a\":1}"[..].into())
+        );
         let r4 = src.next().await.unwrap().unwrap();
         assert_eq!((r4.offset, r4.payload.unwrap().len()), (4, 11));
         let r5 = src.next().await.unwrap().unwrap();
-        assert_eq!((r5.offset, r5.payload.unwrap()), (5, b"{\"b\":2}".to_vec()));
+        assert_eq!(
+            (r5.offset, r5.payload.unwrap()),
+            (5, b"{\"b\":2}"[..].into())
+        );
         assert!(src.next().await.unwrap().is_none());
     }
 
@@ -178,7 +184,7 @@ mod tests {
         let record = src.next().await.unwrap().unwrap();
         assert_eq!(
             (record.offset, record.payload.unwrap()),
-            (1, b"{\"first\":\"half and the rest\"}".to_vec())
+            (1, b"{\"first\":\"half and the rest\"}"[..].into())
         );
         assert!(src.next().await.unwrap().is_none());
     }

@@ -10,6 +10,8 @@ use std::ffi::CString;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{
@@ -607,8 +609,8 @@ impl KafkaSource {
             partition: msg.partition(),
             offset: msg.offset(),
             timestamp_ms: msg.timestamp().to_millis(),
-            key: msg.key().map(<[u8]>::to_vec),
-            payload: msg.payload().map(<[u8]>::to_vec),
+            key: msg.key().map(Bytes::copy_from_slice),
+            payload: msg.payload().map(Bytes::copy_from_slice),
         })
     }
 

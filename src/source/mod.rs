@@ -8,7 +8,10 @@ pub mod reader;
 
 use std::sync::Arc;
 
-/// One record as consumed, before decoding.
+use bytes::Bytes;
+
+/// One record as consumed, before decoding. Its key and payload may share one buffer with the
+/// other records of its batch.
 #[derive(Debug, Clone)]
 pub struct Record {
     pub topic: Arc<str>,
@@ -16,7 +19,7 @@ pub struct Record {
     pub offset: i64,
     /// Kafka record timestamp in epoch milliseconds, when present.
     pub timestamp_ms: Option<i64>,
-    pub key: Option<Vec<u8>>,
+    pub key: Option<Bytes>,
     /// `None` is a tombstone.
-    pub payload: Option<Vec<u8>>,
+    pub payload: Option<Bytes>,
 }

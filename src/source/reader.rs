@@ -11,8 +11,11 @@
 //! hole. On its own queue an error is known to be this partition's; the reader sends it and
 //! ends, reading nothing further. The run loop decides what comes next (see `run::kafka`).
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use futures::{FutureExt as _, StreamExt as _};
 use rdkafka::Offset;
@@ -53,10 +56,67 @@ impl ReadAhead {
     }
 }
 
-/// What counts against the read-ahead budget for a record: its key and payload, plus what a
-/// record costs around them (its struct, the batch slot, the partition name).
-fn weight(record: &Record) -> usize {
-    record.payload.as_ref().map_or(0, Vec::len) + record.key.as_ref().map_or(0, Vec::len) + 96
+/// What a record costs around its key and payload (its struct, the batch slot): counted with
+/// them against the read-ahead budget.
+const RECORD_OVERHEAD: usize = 96;
+
+/// A batch being gathered from the queue. Keys and payloads are copied into one buffer, which
+/// the batch's records share: one allocation for a batch's bytes, not two per record, and all
+/// freed at once (on the run loop's thread, once it has taken them).
+#[derive(Default)]
+struct Gathering {
+    bytes: Vec<u8>,
+    records: Vec<Gathered>,
+    /// What the batch counts against the read-ahead budget so far.
+    weight: usize,
+}
+
+/// A record of a batch being gathered: its key and payload are ranges of the batch's bytes.
+struct Gathered {
+    partition: i32,
+    offset: i64,
+    timestamp_ms: Option<i64>,
+    key: Option<Range<usize>>,
+    payload: Option<Range<usize>>,
+}
+
+impl Gathering {
+    fn push(&mut self, m: &BorrowedMessage<'_>) {
+        let mut copy = |part: Option<&[u8]>| {
+            part.map(|part| {
+                let start = self.bytes.len();
+                self.bytes.extend_from_slice(part);
+                start..self.bytes.len()
+            })
+        };
+        let key = copy(m.key());
+        let payload = copy(m.payload());
+        let len = |r: &Option<Range<usize>>| r.as_ref().map_or(0, Range::len);
+        self.weight += len(&key) + len(&payload) + RECORD_OVERHEAD;
+        self.records.push(Gathered {
+            partition: m.partition(),
+            offset: m.offset(),
+            timestamp_ms: m.timestamp().to_millis(),
+            key,
+            payload,
+        });
+    }
+
+    /// The batch's records, of `topic`.
+    fn finish(self, topic: &Arc<str>) -> Vec<Record> {
+        let bytes = Bytes::from(self.bytes);
+        self.records
+            .into_iter()
+            .map(|g| Record {
+                topic: topic.clone(),
+                partition: g.partition,
+                offset: g.offset,
+                timestamp_ms: g.timestamp_ms,
+                key: g.key.map(|r| bytes.slice(r)),
+                payload: g.payload.map(|r| bytes.slice(r)),
+            })
+            .collect()
+    }
 }
 
 /// A partition could not be read at `offset`: nothing from there on is consumed.
@@ -220,7 +280,8 @@ impl PartitionReader {
 
 /// One message of the queue, judged.
 enum Taken {
-    Record(Record),
+    /// A record, now in the batch.
+    Record,
     /// Not a record and not an error (a partition EOF).
     Nothing,
     /// The partition cannot be read further.
@@ -264,27 +325,23 @@ impl<P: Prepare> Reader<P> {
                 }
             };
             // What librdkafka has ready goes in one batch; waiting stops at the first pending.
-            let mut batch = Vec::new();
-            let mut bytes = 0;
+            let mut batch = Gathering::default();
             let mut next = first;
             let mut failed = None;
             while let Some(message) = next {
-                match self.take(message) {
-                    Taken::Record(record) => {
-                        bytes += weight(&record);
-                        batch.push(record);
-                    }
-                    Taken::Nothing => {}
+                match self.take(message, &mut batch) {
+                    Taken::Record | Taken::Nothing => {}
                     Taken::Failed(error) => {
                         failed = Some(error);
                         break;
                     }
                 }
-                if batch.len() >= MAX_BATCH_RECORDS || bytes >= MAX_BATCH_BYTES {
+                if batch.records.len() >= MAX_BATCH_RECORDS || batch.weight >= MAX_BATCH_BYTES {
                     break;
                 }
                 next = stream.next().now_or_never().flatten();
             }
+            let batch = batch.finish(&self.topic);
             if !batch.is_empty() && !self.send_records(batch).await {
                 return;
             }
@@ -296,23 +353,20 @@ impl<P: Prepare> Reader<P> {
     }
 
     /// Judges one message of the queue.
-    fn take(&mut self, message: Result<BorrowedMessage<'_>, KafkaError>) -> Taken {
+    fn take(
+        &mut self,
+        message: Result<BorrowedMessage<'_>, KafkaError>,
+        batch: &mut Gathering,
+    ) -> Taken {
         match message {
             Ok(m) if m.offset() < self.next => Taken::Failed(self.failed(ReadFailure::WentBack {
                 offset: m.offset(),
                 previous: self.next - 1,
             })),
             Ok(m) => {
-                let record = Record {
-                    topic: self.topic.clone(),
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    timestamp_ms: m.timestamp().to_millis(),
-                    key: m.key().map(<[u8]>::to_vec),
-                    payload: m.payload().map(<[u8]>::to_vec),
-                };
-                self.next = record.offset + 1;
-                Taken::Record(record)
+                self.next = m.offset() + 1;
+                batch.push(&m);
+                Taken::Record
             }
             // Only with `enable.partition.eof`, which the user may set: not an error.
             Err(KafkaError::PartitionEOF(_)) => Taken::Nothing,

@@ -155,7 +155,7 @@ proptest! {
             for o in records {
                 prop_assert!(settings.admit(&mut seg.schema, o).is_ok());
                 let payload = serde_json::to_vec(o).unwrap();
-                seg.push_row("p".into(), &payload, None, offset, Some(offset));
+                seg.push_row("p", &payload, None, offset, Some(offset));
                 offset += 1;
             }
             let schema = settings.file_schema(&mut evolving, &seg.schema);
