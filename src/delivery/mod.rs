@@ -6,8 +6,10 @@ mod stream;
 mod upload;
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use futures::FutureExt as _;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -168,7 +170,12 @@ impl Delivery {
         let writers = self.writers.clone();
         self.tasks.spawn(async move {
             let bytes = seg.held;
-            let result = deliver(seg, streams, target, writers).await;
+            // A panic here (a pail bug) must not lose which segment it was: its partition
+            // stops (see `DeliveryError::Task`), the others go on, and its load is released.
+            let result = AssertUnwindSafe(deliver(seg, streams, target, writers))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| Err(DeliveryError::Task(panicked(panic.as_ref()))));
             Completion {
                 handoff: Some(handoff),
                 destination,
@@ -193,6 +200,16 @@ impl Delivery {
         }
         Some(completion)
     }
+}
+
+/// What a task that panicked says, as its error.
+fn panicked(panic: &(dyn std::any::Any + Send)) -> String {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic");
+    format!("the delivery task panicked (a pail bug; please report it): {message}")
 }
 
 async fn deliver(

@@ -14,7 +14,7 @@ use crate::delivery::{Delivery, RetryPolicy, Target};
 use crate::protocol::{
     Committed, Lineage, MAX_METADATA_BYTES, MAX_UNDELIVERED_PER_PARTITION, Token,
 };
-use crate::store::LocalStore;
+use crate::store::{BoxFuture, LocalStore, ObjectMetadata, ObjectStore, PutOutcome, StoreError};
 use crate::telemetry::DestinationHealth;
 
 /// A pipeline for topic `t` writing Parquet under `root`, its rotation at `max_records`.
@@ -24,6 +24,17 @@ fn pipeline(root: &Path, max_records: u64) -> Pipeline {
 
 /// [`pipeline`] with more destination settings (`[destinations.…]` tables) after the rotation.
 fn pipeline_with(root: &Path, max_records: u64, extra: &str) -> Pipeline {
+    let store = Arc::new(LocalStore::new(root.to_path_buf(), true));
+    pipeline_on(root, store, max_records, extra)
+}
+
+/// [`pipeline_with`], writing to `store`.
+fn pipeline_on(
+    root: &Path,
+    store: Arc<dyn ObjectStore>,
+    max_records: u64,
+    extra: &str,
+) -> Pipeline {
     let text = format!(
         "[source]\nkind = \"kafka\"\nbrokers = \"127.0.0.1:1\"\ntopics = [\"t\"]\n\
          [[destinations]]\nname = \"d\"\nurl = \"file://{}\"\nkey_template = \"{{topic}}\"\n\
@@ -34,7 +45,7 @@ fn pipeline_with(root: &Path, max_records: u64, extra: &str) -> Pipeline {
     let d = settings.destinations[0].clone();
     let target = Target {
         name: d.name.clone(),
-        store: Arc::new(LocalStore::new(root.to_path_buf(), true)),
+        store,
         prefix: String::new(),
         parquet: d.parquet.clone(),
         part_size: d.upload.part_size,
@@ -259,12 +270,38 @@ async fn sealed_segments_waiting_for_their_intent_count_against_the_budget() {
     assert_eq!(p.stats.rows_written, 40);
 }
 
-#[tokio::test]
-async fn a_segment_that_cannot_be_encoded_stops_only_its_partition() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut p = pipeline(dir.path(), 1000);
-    assign(&mut p, 0, 0, String::new());
-    assign(&mut p, 1, 0, String::new());
+/// A local directory whose client panics writing partition 0's objects of topic `t`, as a
+/// bug in a store client would.
+#[derive(Debug)]
+struct PanicsOnPartitionZero(LocalStore);
+
+impl ObjectStore for PanicsOnPartitionZero {
+    fn put_if_absent<'a>(
+        &'a self,
+        key: &'a str,
+        body: bytes::Bytes,
+        metadata: &'a ObjectMetadata,
+    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
+        assert!(!key.contains("t+0+"), "a store client bug");
+        self.0.put_if_absent(key, body, metadata)
+    }
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.0.delete(key)
+    }
+    fn describe(&self) -> String {
+        "panics on partition 0".into()
+    }
+}
+
+/// Partitions 0 and 1 of `t` each get a segment of 5 records, sealed and handed to delivery;
+/// `fail` may replace a completion's result. Returns the stops and the commits (partition,
+/// offset) made until nothing is in flight.
+async fn deliver_two_partitions(
+    p: &mut Pipeline,
+    fail: impl Fn(&mut Completion),
+) -> (Vec<Stopped>, Vec<(i32, i64)>) {
+    assign(p, 0, 0, String::new());
+    assign(p, 1, 0, String::new());
     for offset in 0..5 {
         p.ingest(record(offset)).unwrap();
         let mut other = record(offset);
@@ -275,31 +312,63 @@ async fn a_segment_that_cannot_be_encoded_stops_only_its_partition() {
     let due = p.due();
     p.commits_acknowledged(&due.commits);
     p.due();
-    // Both segments are being delivered; partition 0's encoder fails (as a panic in the
-    // blocking pool would surface), partition 1's succeeds.
+    assert_eq!(p.delivery.load(0).segments, 2, "both segments in flight");
     let (mut stops, mut commits) = (Vec::new(), Vec::new());
     while p.in_flight() > 0 {
         let mut c = p.next_completion().await.unwrap();
-        let handoff = c.handoff.clone().unwrap();
-        if handoff.partition.1 == 0 {
-            c.result = Err(DeliveryError::Task("encoder panicked".into()));
-        }
+        fail(&mut c);
         p.on_completion(c).unwrap();
         let due = p.due();
         stops.extend(due.stops);
         commits.extend(due.commits.iter().map(|c| (c.partition.1, c.point.offset)));
         p.commits_acknowledged(&due.commits);
     }
+    (stops, commits)
+}
+
+/// Partition 0 stopped where its segment began, as undeliverable; partition 1 committed past
+/// its segment.
+fn only_partition_zero_stopped(stops: &[Stopped], commits: &[(i32, i64)]) {
     assert_eq!(stops.len(), 1, "{stops:?}");
     assert_eq!(stops[0].partition, (Arc::from("t"), 0));
     assert_eq!(stops[0].offset, 0, "nothing of it is committed");
     assert!(matches!(stops[0].reason, StopReason::Undeliverable { .. }));
-    assert!(settle(&mut p).await.is_empty());
     assert_eq!(
         commits,
-        vec![(1, 5)],
+        [(1, 5)],
         "only partition 1 is committed past its segment"
     );
+}
+
+#[tokio::test]
+async fn a_delivery_that_panics_stops_only_its_partition_and_releases_its_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(PanicsOnPartitionZero(LocalStore::new(
+        dir.path().to_path_buf(),
+        true,
+    )));
+    let mut p = pipeline_on(dir.path(), store, 1000, "");
+    let (stops, commits) = deliver_two_partitions(&mut p, |_| {}).await;
+    only_partition_zero_stopped(&stops, &commits);
+    assert!(settle(&mut p).await.is_empty());
+    let load = p.delivery.load(0);
+    assert_eq!((load.segments, load.bytes), (0, 0), "its load is released");
+}
+
+#[tokio::test]
+async fn a_segment_that_cannot_be_encoded_stops_only_its_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = pipeline(dir.path(), 1000);
+    // Partition 0's encoder fails (as a panic in the blocking pool would surface), partition
+    // 1's succeeds.
+    let (stops, commits) = deliver_two_partitions(&mut p, |c| {
+        if c.handoff.as_ref().is_some_and(|h| h.partition.1 == 0) {
+            c.result = Err(DeliveryError::Task("encoder panicked".into()));
+        }
+    })
+    .await;
+    only_partition_zero_stopped(&stops, &commits);
+    assert!(settle(&mut p).await.is_empty());
     let key: PartitionKey = (Arc::from("t"), 0);
     assert!(
         matches!(p.pause(), Pause::Partitions(set) if set.contains(&key)),
