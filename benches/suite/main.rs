@@ -134,8 +134,11 @@ fn measure(runtime: &tokio::runtime::Runtime, bin: &Path, shape: Shape) -> Resul
             written.rows, produced.events
         ));
     }
-    if let Some(summary) = run.stderr.lines().rev().find(|l| l.contains("delivered")) {
-        eprintln!("suite: {} — {}", shape.name, summary.trim());
+    // The summary, and how many segments the memory budget sealed early (when any were).
+    for line in run.stderr.lines().filter(|l| {
+        l.starts_with("delivered ") || l.contains("sealed before their rotation limits")
+    }) {
+        eprintln!("suite: {} — {}", shape.name, line.trim());
     }
     Ok(Report {
         shape,

@@ -8,7 +8,10 @@ mod dead_letter;
 mod route;
 mod streams;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+// Looked up several times per record on the run loop: a fast hasher, seeded per process.
+use foldhash::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -63,6 +66,9 @@ pub struct RunStats {
     pub sealed_for_memory: u64,
     /// The most the budget ever accounted at once: open, sealed and in-flight segments.
     pub peak_buffered_bytes: u64,
+    /// The most bytes of records the Kafka partition readers ever held at once, read and not
+    /// yet taken by the run loop (the read-ahead share); 0 for other sources. Set by the run.
+    pub peak_read_ahead_bytes: u64,
 }
 
 /// Limits that keep memory bounded whatever the traffic.
@@ -134,12 +140,12 @@ impl Pipeline {
     ) -> Self {
         Self {
             router: Router::new(destinations),
-            open: HashMap::new(),
-            streams: HashMap::new(),
+            open: HashMap::default(),
+            streams: HashMap::default(),
             open_bytes: 0,
-            schemas: HashMap::new(),
+            schemas: HashMap::default(),
             protocol: Protocol::new(protocol),
-            sealed: HashMap::new(),
+            sealed: HashMap::default(),
             sealed_bytes: 0,
             delivery,
             limits,

@@ -4,7 +4,7 @@
 //! routes its records ([`Routes::route_record`]) before the run loop takes them, so decoding
 //! runs in parallel over partitions, off the loop.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -44,15 +44,24 @@ pub struct Routed {
 }
 
 impl Routed {
-    /// Bytes the routed record holds: the record's, its path's and its reason's. (A shape is
-    /// shared by the records that have it; a path often is, but is counted for each.)
-    pub fn held(&self) -> usize {
+    /// What a routed record holds beyond its key and payload, but for a reason or a path
+    /// of its own (see [`Routed::held`]).
+    pub const OVERHEAD: usize = std::mem::size_of::<Self>();
+
+    /// Bytes the routed record holds: the record's, its reason's, and its path's unless it
+    /// shares the path of `before`, the record routed before it. (A shape is shared by the
+    /// records that have it.)
+    pub fn held(&self, before: Option<&Routed>) -> usize {
         let record = self.record.payload.as_ref().map_or(0, Bytes::len)
             + self.record.key.as_ref().map_or(0, Bytes::len)
-            + std::mem::size_of::<Self>();
+            + Self::OVERHEAD;
+        let path = |path: &Arc<str>| match before.map(|b| &b.route) {
+            Some(Ok((shared, _))) if Arc::ptr_eq(shared, path) => 0,
+            _ => path.len(),
+        };
         match &self.route {
-            Ok((path, Fit::Declared(Err(reason)))) => record + path.len() + reason.capacity(),
-            Ok((path, _)) => record + path.len(),
+            Ok((p, Fit::Declared(Err(reason)))) => record + path(p) + reason.capacity(),
+            Ok((p, _)) => record + path(p),
             Err(reason) => record + reason.capacity(),
         }
     }
@@ -100,7 +109,7 @@ impl Router {
     pub fn new(destinations: Vec<Destination>) -> Self {
         Self {
             destinations: Arc::new(destinations),
-            routes: HashMap::new(),
+            routes: HashMap::default(),
         }
     }
 

@@ -1,7 +1,7 @@
 //! `--once` bookkeeping for the Kafka run loop: the end each assigned partition must reach
 //! (its high watermark at assignment) before the run may end.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use crate::source::kafka::TopicPartition;
 
@@ -11,7 +11,7 @@ pub(super) struct Watermarks {
     /// Partitions whose end is not reached yet.
     pub pending: HashSet<TopicPartition>,
     /// High watermark seen at assignment, per partition.
-    pub end: HashMap<TopicPartition, i64>,
+    pub end: foldhash::HashMap<TopicPartition, i64>,
     /// At least one assignment (possibly empty) has arrived.
     pub assigned_once: bool,
 }

@@ -13,6 +13,7 @@
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -30,8 +31,10 @@ use super::Record;
 use super::kafka::{PailContext, TopicPartition};
 
 /// Bytes of records read from librdkafka but not yet taken by the run loop, across
-/// partitions (the read-ahead share of `worker.memory_limit`). A batch larger than this still
-/// passes, alone.
+/// partitions (the read-ahead share of `worker.memory_limit`). A reader reserves room before
+/// it takes messages off librdkafka's queue (where the fetch-queue share counts them), so a
+/// reader waiting for room holds no records of its own. A batch larger than the whole budget
+/// still passes, alone.
 #[derive(Debug, Clone)]
 pub struct ReadAhead {
     permits: Arc<Semaphore>,
@@ -39,6 +42,58 @@ pub struct ReadAhead {
     /// Batches being prepared at once: one per core. More would only start more threads of
     /// the blocking pool, each with its own allocator arena, for no more throughput.
     preparing: Arc<Semaphore>,
+    /// What readers hold, counted apart from the permits: from the moment records leave
+    /// librdkafka's queue until the run loop drops them.
+    held: Arc<Held>,
+}
+
+/// Bytes of records the readers hold, and the most they ever held at once.
+#[derive(Debug, Default)]
+struct Held {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+/// Records taken off librdkafka's queue and not yet dropped by the run loop: counted in
+/// [`ReadAhead::peak`] while it lives.
+#[derive(Debug)]
+struct Holding {
+    bytes: usize,
+    held: Arc<Held>,
+}
+
+impl Holding {
+    fn new(held: &Arc<Held>, bytes: usize) -> Self {
+        let mut holding = Self {
+            bytes: 0,
+            held: held.clone(),
+        };
+        holding.set(bytes);
+        holding
+    }
+
+    /// Now holding `bytes` instead.
+    fn set(&mut self, bytes: usize) {
+        if bytes >= self.bytes {
+            let now = self
+                .held
+                .now
+                .fetch_add(bytes - self.bytes, Ordering::Relaxed)
+                + (bytes - self.bytes);
+            self.held.peak.fetch_max(now, Ordering::Relaxed);
+        } else {
+            self.held
+                .now
+                .fetch_sub(self.bytes - bytes, Ordering::Relaxed);
+        }
+        self.bytes = bytes;
+    }
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        self.set(0);
+    }
 }
 
 impl ReadAhead {
@@ -52,23 +107,28 @@ impl ReadAhead {
             permits: Arc::new(Semaphore::new(bytes)),
             bytes,
             preparing: Arc::new(Semaphore::new(cores)),
+            held: Arc::default(),
         }
     }
-}
 
-/// What a record costs around its key and payload (its struct, the batch slot): counted with
-/// them against the read-ahead budget.
-const RECORD_OVERHEAD: usize = 96;
+    /// The most bytes of records the readers ever held at once, taken off librdkafka's queue
+    /// and not yet dropped by the run loop (as [`Prepare::prepare`] counts them once
+    /// prepared).
+    pub fn peak(&self) -> usize {
+        self.held.peak.load(Ordering::Relaxed)
+    }
+}
 
 /// A batch being gathered from the queue. Keys and payloads are copied into one buffer, which
 /// the batch's records share: one allocation for a batch's bytes, not two per record, and all
 /// freed at once (on the run loop's thread, once it has taken them).
-#[derive(Default)]
 struct Gathering {
     bytes: Vec<u8>,
     records: Vec<Gathered>,
     /// What the batch counts against the read-ahead budget so far.
     weight: usize,
+    /// What a record holds once prepared, beyond its key and payload.
+    overhead: usize,
 }
 
 /// A record of a batch being gathered: its key and payload are ranges of the batch's bytes.
@@ -81,6 +141,15 @@ struct Gathered {
 }
 
 impl Gathering {
+    fn new(overhead: usize) -> Self {
+        Self {
+            bytes: Vec::new(),
+            records: Vec::new(),
+            weight: 0,
+            overhead,
+        }
+    }
+
     fn push(&mut self, m: &BorrowedMessage<'_>) {
         let mut copy = |part: Option<&[u8]>| {
             part.map(|part| {
@@ -92,7 +161,7 @@ impl Gathering {
         let key = copy(m.key());
         let payload = copy(m.payload());
         let len = |r: &Option<Range<usize>>| r.as_ref().map_or(0, Range::len);
-        self.weight += len(&key) + len(&payload) + RECORD_OVERHEAD;
+        self.weight += len(&key) + len(&payload) + self.overhead;
         self.records.push(Gathered {
             partition: m.partition(),
             offset: m.offset(),
@@ -183,6 +252,10 @@ pub const MAX_BATCH_BYTES: usize = 1 << 20;
 pub trait Prepare: Send + Sync + 'static {
     /// What a batch of records becomes.
     type Batch: Send + 'static;
+    /// What a prepared record holds beyond its key and payload (its struct, its slot in the
+    /// batch). Room in the read-ahead budget is reserved with it before records are
+    /// prepared, so it should cover what [`Prepare::prepare`] reports for ordinary records.
+    const RECORD_OVERHEAD: usize;
     /// Prepares `records` (in offset order, at least one), and says how many bytes the
     /// result holds, which is what the read-ahead budget counts for it.
     fn prepare(&self, records: Vec<Record>) -> (Self::Batch, usize);
@@ -211,6 +284,7 @@ pub struct Fetched<B = Vec<Record>> {
     /// What was read.
     pub read: Read<B>,
     _budget: Option<OwnedSemaphorePermit>,
+    _holding: Option<Holding>,
 }
 
 impl<B> Fetched<B> {
@@ -221,6 +295,7 @@ impl<B> Fetched<B> {
             token,
             read: Read::Failed(error),
             _budget: None,
+            _holding: None,
         }
     }
 }
@@ -315,7 +390,7 @@ impl<P: Prepare> Reader<P> {
                     match self.position() {
                         Some(p) if p > self.next => {
                             self.next = p;
-                            if !self.send(Read::Position(p), 0).await {
+                            if !self.send(Read::Position(p), None) {
                                 return;
                             }
                         }
@@ -324,9 +399,16 @@ impl<P: Prepare> Reader<P> {
                     continue;
                 }
             };
-            // What librdkafka has ready goes in one batch; waiting stops at the first pending.
-            let mut batch = Gathering::default();
-            let mut next = first;
+            let Some(first) = first else {
+                continue;
+            };
+            let Some(mut room) = self.reserve().await else {
+                return;
+            };
+            // What librdkafka has ready goes in one batch, as far as the room reserved goes
+            // (the last record may pass it); waiting stops at the first pending message.
+            let mut batch = Gathering::new(P::RECORD_OVERHEAD);
+            let mut next = Some(first);
             let mut failed = None;
             while let Some(message) = next {
                 match self.take(message, &mut batch) {
@@ -336,17 +418,25 @@ impl<P: Prepare> Reader<P> {
                         break;
                     }
                 }
-                if batch.records.len() >= MAX_BATCH_RECORDS || batch.weight >= MAX_BATCH_BYTES {
+                if batch.records.len() >= MAX_BATCH_RECORDS || batch.weight >= room.num_permits() {
                     break;
                 }
                 next = stream.next().now_or_never().flatten();
             }
+            let taken = batch.weight;
             let batch = batch.finish(&self.topic);
-            if !batch.is_empty() && !self.send_records(batch).await {
-                return;
+            if batch.is_empty() {
+                drop(room);
+            } else {
+                // Room for what the batch took and no more, before it waits to be prepared.
+                drop(room.split(room.num_permits().saturating_sub(taken)));
+                let holding = Holding::new(&self.budget.held, taken);
+                if !self.send_records(batch, room, holding).await {
+                    return;
+                }
             }
             if let Some(error) = failed {
-                let _ = self.send(Read::Failed(error), 0).await;
+                let _ = self.send(Read::Failed(error), None);
                 return;
             }
         }
@@ -386,10 +476,27 @@ impl<P: Prepare> Reader<P> {
         }
     }
 
-    /// Prepares `records` and hands them to the run loop; false when the run loop is gone.
-    async fn send_records(&self, records: Vec<Record>) -> bool {
-        // Prepared before the budget is asked: what it counts is what the batch holds once
-        // prepared (a decoded record holds more than its bytes).
+    /// Reserves room in the read-ahead budget for a batch (as much as one batch may take);
+    /// `None` when the budget is gone.
+    async fn reserve(&self) -> Option<OwnedSemaphorePermit> {
+        let room = MAX_BATCH_BYTES.min(self.budget.bytes);
+        let permits = u32::try_from(room).unwrap_or(u32::MAX);
+        self.budget
+            .permits
+            .clone()
+            .acquire_many_owned(permits)
+            .await
+            .ok()
+    }
+
+    /// Prepares `records`, which hold `room` of the read-ahead budget, and hands them to the
+    /// run loop; false when the run loop is gone.
+    async fn send_records(
+        &self,
+        records: Vec<Record>,
+        room: OwnedSemaphorePermit,
+        mut holding: Holding,
+    ) -> bool {
         // On the blocking pool: CPU work in a reader task would hold a runtime thread, and
         // the run loop, which takes what every reader hands over, would wait for it.
         let prepare = self.prepare.clone();
@@ -402,46 +509,57 @@ impl<P: Prepare> Reader<P> {
             prepare.prepare(records)
         });
         match prepared.await {
-            Ok((batch, bytes)) => self.send(Read::Records(batch), bytes).await,
+            Ok((batch, bytes)) => {
+                holding.set(bytes);
+                let room = self.fit(room, bytes);
+                self.send(Read::Records(batch), Some((room, holding)))
+            }
             Err(e) => {
                 // Nothing from this batch on is taken: the partition stops there.
                 let error = ConsumeError {
                     offset: first.unwrap_or(self.next),
                     ..self.failed(ReadFailure::Unprepared(e.to_string()))
                 };
-                self.send(Read::Failed(error), 0).await;
+                self.send(Read::Failed(error), None);
                 false
             }
         }
     }
 
-    /// Hands `read`, which holds `bytes`, to the run loop once the read-ahead budget has room
-    /// for them; false when the run loop is gone.
-    async fn send(&self, read: Read<P::Batch>, bytes: usize) -> bool {
-        let budget = if bytes == 0 {
-            None
-        } else {
-            let weight = bytes.min(self.budget.bytes);
-            let permits = u32::try_from(weight).unwrap_or(u32::MAX);
-            match self
-                .budget
-                .permits
-                .clone()
-                .acquire_many_owned(permits)
-                .await
-            {
-                Ok(p) => Some(p),
-                Err(_) => return false,
-            }
-        };
+    /// Hands `read` to the run loop, with the room it holds in the read-ahead budget if it
+    /// holds records; false when the run loop is gone.
+    fn send(&self, read: Read<P::Batch>, room: Option<(OwnedSemaphorePermit, Holding)>) -> bool {
+        let (budget, holding) = room.unzip();
         self.out
             .send(Fetched {
                 partition: self.partition.clone(),
                 token: self.token,
                 read,
                 _budget: budget,
+                _holding: holding,
             })
             .is_ok()
+    }
+
+    /// Fits `room`, reserved for a batch as it was taken, to the `bytes` it holds prepared.
+    ///
+    /// Room is added only if the budget has it now: waiting for more while holding some
+    /// could leave every reader waiting on the others. A batch that prepared larger than its
+    /// reservation (bad records carry their reasons) is then counted short by the difference,
+    /// which `Prepare::RECORD_OVERHEAD` keeps small.
+    fn fit(&self, mut room: OwnedSemaphorePermit, bytes: usize) -> OwnedSemaphorePermit {
+        let want = bytes.min(self.budget.bytes);
+        let have = room.num_permits();
+        if want < have {
+            drop(room.split(have - want));
+        } else if let Some(more) = u32::try_from(want - have)
+            .ok()
+            .filter(|n| *n > 0)
+            .and_then(|n| self.budget.permits.clone().try_acquire_many_owned(n).ok())
+        {
+            room.merge(more);
+        }
+        room
     }
 
     /// The consumer's position in this partition: the offset after the last message (or

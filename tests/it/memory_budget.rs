@@ -1,7 +1,8 @@
 //! The benchmark's load (c), scaled down: many partitions × several paths each against one
 //! small `worker.memory_limit`. What the budget accounts (open, sealed and in-flight segments)
-//! stays within the pipeline's share plus the read-ahead's, the largest segments are sealed
-//! early and counted, and every event is delivered. Accounted bytes are asserted, not RSS.
+//! stays within the pipeline's share plus a batch, what the partition readers hold stays
+//! within the read-ahead's, the largest segments are sealed early and counted, and every event
+//! is delivered. Accounted bytes are asserted, not RSS.
 
 use crate::bench_scenario::{self as scenario, Cluster, Shape};
 use crate::support;
@@ -60,6 +61,14 @@ async fn many_open_files_stay_within_the_memory_limit() {
         stats.peak_buffered_bytes
     );
     assert!(bound as usize + shares.read_ahead + shares.fetch_queues <= LIMIT);
+    // The readers take records off librdkafka's queue only with room in the read-ahead
+    // share reserved: what they hold passes it by at most a record per batch.
+    let read_ahead_bound = (shares.read_ahead + (16 << 10)) as u64;
+    assert!(
+        stats.peak_read_ahead_bytes > 0 && stats.peak_read_ahead_bytes <= read_ahead_bound,
+        "readers held {} at most, bound {read_ahead_bound}: {stats:?}",
+        stats.peak_read_ahead_bytes
+    );
     // One object per (partition, path) and segment: early seals make more objects, not lost
     // ones.
     assert!(written.objects >= 64 * 4, "{written:?}");

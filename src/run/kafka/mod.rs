@@ -44,6 +44,7 @@ struct Routing(Routes);
 
 impl Prepare for Routing {
     type Batch = Vec<Routed>;
+    const RECORD_OVERHEAD: usize = Routed::OVERHEAD;
 
     fn prepare(&self, records: Vec<Record>) -> (Vec<Routed>, usize) {
         let mut memo = RouteMemo::default();
@@ -51,7 +52,11 @@ impl Prepare for Routing {
             .into_iter()
             .map(|r| self.0.route_record(r, &mut memo))
             .collect();
-        let bytes = routed.iter().map(Routed::held).sum();
+        let bytes = routed
+            .iter()
+            .enumerate()
+            .map(|(i, r)| r.held(i.checked_sub(1).map(|b| &routed[b])))
+            .sum();
         (routed, bytes)
     }
 }
@@ -81,7 +86,7 @@ struct Loop<'a> {
     /// every resume would fetch it again.
     held_back: bool,
     /// Each owned partition's reader.
-    readers: HashMap<TopicPartition, Owned>,
+    readers: foldhash::HashMap<TopicPartition, Owned>,
     /// The ownership token of every partition assigned to this worker, read or not.
     assigned: HashMap<TopicPartition, u64>,
     /// Where the readers send what they read.
@@ -287,26 +292,32 @@ impl Loop<'_> {
                 // While draining, records are left for the next run: nothing past the sealed
                 // segments is committed. (Records read just before a backpressure pause are
                 // still taken: dropping one would leave a hole.)
+                // The partition's bookkeeping is looked up once a batch, not once a record.
+                let end = self.marks.end.get(&tp).copied();
+                let mut next = None;
                 for routed in records {
-                    let record = &routed.record;
-                    if driver.draining() || self.marks.past_end(&tp, record.offset) {
+                    let offset = routed.record.offset;
+                    if driver.draining() || end.is_some_and(|end| offset >= end) {
                         break;
                     }
-                    if let Some(owned) = self.readers.get_mut(&tp) {
-                        owned.next = record.offset + 1;
-                    }
-                    self.marks.reached(&tp, record.offset + 1);
-                    if self.stopped.resumed(&tp) {
+                    if next.is_none() && self.stopped.resumed(&tp) {
                         self.health.partition_released(&tp.0, tp.1);
-                        tracing::info!(topic = %tp.0, partition = tp.1, offset = record.offset,
+                        tracing::info!(topic = %tp.0, partition = tp.1, offset,
                             "partition reads again after its consume error");
                     }
+                    next = Some(offset + 1);
                     driver.pipeline.ingest_routed(routed)?;
                     // Paused the moment the budget is reached, not after the batch: what
                     // librdkafka delivers until the pause takes effect is taken all the same.
                     if !self.held_back && driver.pipeline.over_limits() {
                         self.update_pause(driver);
                     }
+                }
+                if let Some(next) = next {
+                    if let Some(owned) = self.readers.get_mut(&tp) {
+                        owned.next = next;
+                    }
+                    self.marks.reached(&tp, next);
                 }
             }
             Read::Position(next) => {
@@ -543,7 +554,7 @@ pub(super) async fn run_kafka(
         options,
         applied: None,
         held_back: false,
-        readers: HashMap::new(),
+        readers: foldhash::HashMap::default(),
         assigned: HashMap::new(),
         fetched,
         routing,
@@ -554,7 +565,8 @@ pub(super) async fn run_kafka(
     };
     let period = Duration::from_millis(if options.once { 200 } else { 500 });
     let outcome = driver::run(&mut state, &mut driver, &shutdown, health, period).await;
-    let stats = driver.pipeline.stats;
+    let mut stats = driver.pipeline.stats;
+    stats.peak_read_ahead_bytes = state.budget.peak() as u64;
     for reader in state.readers.drain().filter_map(|(_, o)| o.reader) {
         reader.stop().await;
     }
