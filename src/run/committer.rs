@@ -7,7 +7,8 @@ use tokio::task::JoinHandle;
 
 use crate::delivery::PartitionKey;
 use crate::protocol::Commit;
-use crate::source::kafka::{KafkaCommitter, TopicPartition};
+use crate::source::commit::KafkaCommitter;
+use crate::source::kafka::TopicPartition;
 
 pub(super) type CommitBatch = Vec<Commit<PartitionKey>>;
 

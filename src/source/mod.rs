@@ -1,5 +1,6 @@
 //! Sources: records from a Kafka consumer group or from an NDJSON file.
 
+pub mod commit;
 pub mod file;
 pub mod kafka;
 pub mod ownership;

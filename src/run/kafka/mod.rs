@@ -27,6 +27,7 @@ use crate::config::{KafkaSettings, Settings};
 use crate::pipeline::{Pause, Pipeline, RouteMemo, Routed, Routes, RunStats, Stopped};
 use crate::protocol::{Assignment, Committed, StopReason, Token};
 use crate::source::Record;
+use crate::source::commit::KafkaCommitter;
 use crate::source::kafka::{KafkaEvent, KafkaSource, PartitionStart, TopicPartition};
 use crate::source::reader::{
     ConsumeError, Fetched, PartitionReader, Prepare, Read, ReadAhead, ReadFrom,
@@ -530,7 +531,7 @@ pub(super) async fn run_kafka(
     } else if let Err(e) = kafka.check_topics(Duration::from_secs(10)).await {
         tracing::error!(error = %e, "Kafka check failed at start-up; the consumer keeps retrying");
     }
-    let (requests, answers, mut committer) = spawn_committer(kafka.committer());
+    let (requests, answers, mut committer) = spawn_committer(KafkaCommitter::new(&kafka));
     let (fetched, reads) = unbounded_channel();
     let routing = Arc::new(Routing(pipeline.routes()));
     let mut driver = Driver::new(
