@@ -528,7 +528,9 @@ impl Writer {
 }
 
 /// Runs a request of an upload in progress, answering `NoSuchUpload` apart (as `Ok(Err(_))`):
-/// retrying it with the same upload id could never succeed.
+/// retrying it with the same upload id could never succeed. To `with_retry` that answer is a
+/// success, and so to the destination's health: the store answered and authorized the
+/// request; it is this upload that is gone, which stops only its partition.
 async fn vanished<T>(
     request: BoxFuture<'_, Result<T, StoreError>>,
 ) -> Result<Result<T, StoreError>, StoreError> {
