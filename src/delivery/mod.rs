@@ -93,7 +93,8 @@ pub struct SegmentReport {
 /// A finished delivery task.
 #[derive(Debug)]
 pub struct Completion {
-    /// What was delivered; `None` when the task itself died (a panic outside the encoder).
+    /// What was delivered; `None` when the task was cancelled (a panic in it is caught and
+    /// keeps its handoff).
     pub handoff: Option<Handoff>,
     /// Index of the destination the segment was written to.
     pub destination: usize,

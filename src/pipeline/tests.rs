@@ -350,6 +350,12 @@ async fn a_delivery_that_panics_stops_only_its_partition_and_releases_its_memory
     let mut p = pipeline_on(dir.path(), store, 1000, "");
     let (stops, commits) = deliver_two_partitions(&mut p, |_| {}).await;
     only_partition_zero_stopped(&stops, &commits);
+    assert!(
+        matches!(&stops[0].reason, StopReason::Undeliverable { error, .. }
+            if error.contains("panicked") && error.contains("a store client bug")),
+        "{:?}",
+        stops[0].reason
+    );
     assert!(settle(&mut p).await.is_empty());
     let load = p.delivery.load(0);
     assert_eq!((load.segments, load.bytes), (0, 0), "its load is released");

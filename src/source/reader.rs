@@ -31,10 +31,10 @@ use super::Record;
 use super::kafka::{PailContext, TopicPartition};
 
 /// Bytes of records read from librdkafka but not yet taken by the run loop, across
-/// partitions (the read-ahead share of `worker.memory_limit`). A reader reserves room before
-/// it takes messages off librdkafka's queue (where the fetch-queue share counts them), so a
-/// reader waiting for room holds no records of its own. A batch larger than the whole budget
-/// still passes, alone.
+/// partitions (the read-ahead share of `worker.memory_limit`). A reader reserves room for a
+/// batch before it takes more than one message off librdkafka's queue (where the fetch-queue
+/// share counts them), so a reader waiting for room holds one record of its own at most. A
+/// record larger than the whole budget still passes, alone.
 #[derive(Debug, Clone)]
 pub struct ReadAhead {
     permits: Arc<Semaphore>,
@@ -150,6 +150,11 @@ impl Gathering {
         }
     }
 
+    /// What `m` would count against the read-ahead budget in this batch.
+    fn weight_of(&self, m: &BorrowedMessage<'_>) -> usize {
+        m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len) + self.overhead
+    }
+
     fn push(&mut self, m: &BorrowedMessage<'_>) {
         let mut copy = |part: Option<&[u8]>| {
             part.map(|part| {
@@ -160,8 +165,7 @@ impl Gathering {
         };
         let key = copy(m.key());
         let payload = copy(m.payload());
-        let len = |r: &Option<Range<usize>>| r.as_ref().map_or(0, Range::len);
-        self.weight += len(&key) + len(&payload) + self.overhead;
+        self.weight += self.weight_of(m);
         self.records.push(Gathered {
             partition: m.partition(),
             offset: m.offset(),
@@ -244,6 +248,10 @@ pub const MAX_BATCH_RECORDS: usize = 2048;
 /// Bytes of records handed over in one batch at most (a record larger than this goes alone).
 pub const MAX_BATCH_BYTES: usize = 1 << 20;
 
+/// Readers that may hold room for a batch at once, however small the read-ahead budget: each
+/// reserves at most this fraction of it.
+const READERS_GATHERING: usize = 4;
+
 /// Work done on each batch for its partition's reader, before the run loop takes it.
 ///
 /// CPU work per record that depends on the record alone (decoding and routing it) is done
@@ -283,8 +291,10 @@ pub struct Fetched<B = Vec<Record>> {
     pub token: u64,
     /// What was read.
     pub read: Read<B>,
-    _budget: Option<OwnedSemaphorePermit>,
+    // Declared first, so dropped first: the bytes are no longer counted held before the room
+    // they release lets another reader take more.
     _holding: Option<Holding>,
+    _budget: Option<OwnedSemaphorePermit>,
 }
 
 impl<B> Fetched<B> {
@@ -382,46 +392,67 @@ impl<P: Prepare> Reader<P> {
         let mut idle = tokio::time::interval(Duration::from_secs(1));
         idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stream = queue.stream();
+        // A record taken that did not fit the batch before: it starts the next one.
+        let mut carried: Option<Gathering> = None;
         loop {
-            let first = tokio::select! {
-                biased;
-                message = stream.next() => message,
-                _ = idle.tick(), if self.end.is_some_and(|end| self.next < end) => {
-                    match self.position() {
-                        Some(p) if p > self.next => {
-                            self.next = p;
-                            if !self.send(Read::Position(p), None) {
-                                return;
+            let mut batch = match carried.take() {
+                Some(batch) => batch,
+                None => {
+                    let first = tokio::select! {
+                        biased;
+                        message = stream.next() => message,
+                        _ = idle.tick(), if self.end.is_some_and(|end| self.next < end) => {
+                            match self.position() {
+                                Some(p) if p > self.next => {
+                                    self.next = p;
+                                    if !self.send(Read::Position(p), None) {
+                                        return;
+                                    }
+                                }
+                                _ => {}
                             }
+                            continue;
                         }
-                        _ => {}
+                    };
+                    let Some(first) = first else {
+                        continue;
+                    };
+                    let mut batch = Gathering::new(P::RECORD_OVERHEAD);
+                    if let Taken::Failed(error) = self.take(first, &mut batch) {
+                        let _ = self.send(Read::Failed(error), None);
+                        return;
                     }
-                    continue;
+                    batch
                 }
             };
-            let Some(first) = first else {
-                continue;
-            };
-            let Some(mut room) = self.reserve().await else {
+            // The record in hand is copied before room is reserved for it (a reader waiting
+            // here holds that one record, uncounted), so that room covers it however large.
+            let Some(mut room) = self.reserve(batch.weight).await else {
                 return;
             };
-            // What librdkafka has ready goes in one batch, as far as the room reserved goes
-            // (the last record may pass it); waiting stops at the first pending message.
-            let mut batch = Gathering::new(P::RECORD_OVERHEAD);
-            let mut next = Some(first);
+            // What librdkafka has ready goes in the batch while it fits the room reserved
+            // (or room the budget has at once); waiting stops at the first pending message.
             let mut failed = None;
-            while let Some(message) = next {
-                match self.take(message, &mut batch) {
-                    Taken::Record | Taken::Nothing => {}
-                    Taken::Failed(error) => {
-                        failed = Some(error);
-                        break;
-                    }
-                }
-                if batch.records.len() >= MAX_BATCH_RECORDS || batch.weight >= room.num_permits() {
+            while batch.records.len() < MAX_BATCH_RECORDS && batch.weight < room.num_permits() {
+                let Some(message) = stream.next().now_or_never().flatten() else {
+                    break;
+                };
+                let need = match &message {
+                    Ok(m) => batch.weight + batch.weight_of(m),
+                    Err(_) => 0,
+                };
+                let into = if need <= room.num_permits() || self.try_grow(&mut room, need) {
+                    &mut batch
+                } else {
+                    carried.insert(Gathering::new(P::RECORD_OVERHEAD))
+                };
+                if let Taken::Failed(error) = self.take(message, into) {
+                    failed = Some(error);
                     break;
                 }
-                next = stream.next().now_or_never().flatten();
+                if carried.is_some() {
+                    break;
+                }
             }
             let taken = batch.weight;
             let batch = batch.finish(&self.topic);
@@ -476,10 +507,14 @@ impl<P: Prepare> Reader<P> {
         }
     }
 
-    /// Reserves room in the read-ahead budget for a batch (as much as one batch may take);
-    /// `None` when the budget is gone.
-    async fn reserve(&self) -> Option<OwnedSemaphorePermit> {
-        let room = MAX_BATCH_BYTES.min(self.budget.bytes);
+    /// Reserves room in the read-ahead budget for a batch holding `need` so far: a share of
+    /// the budget (so that a few readers gather at once even when it is small), or `need` if
+    /// larger, at most the whole budget. `None` when the budget is gone.
+    async fn reserve(&self, need: usize) -> Option<OwnedSemaphorePermit> {
+        let room = MAX_BATCH_BYTES
+            .min(self.budget.bytes / READERS_GATHERING)
+            .max(need)
+            .clamp(1, self.budget.bytes);
         let permits = u32::try_from(room).unwrap_or(u32::MAX);
         self.budget
             .permits
@@ -487,6 +522,22 @@ impl<P: Prepare> Reader<P> {
             .acquire_many_owned(permits)
             .await
             .ok()
+    }
+
+    /// Grows `room` to `need` if the budget has the difference now (never waiting while
+    /// holding room: readers could then wait on each other for good).
+    fn try_grow(&self, room: &mut OwnedSemaphorePermit, need: usize) -> bool {
+        let more = need.saturating_sub(room.num_permits());
+        match u32::try_from(more)
+            .ok()
+            .and_then(|n| self.budget.permits.clone().try_acquire_many_owned(n).ok())
+        {
+            Some(more) => {
+                room.merge(more);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Prepares `records`, which hold `room` of the read-ahead budget, and hands them to the
@@ -542,22 +593,17 @@ impl<P: Prepare> Reader<P> {
     }
 
     /// Fits `room`, reserved for a batch as it was taken, to the `bytes` it holds prepared.
-    ///
-    /// Room is added only if the budget has it now: waiting for more while holding some
-    /// could leave every reader waiting on the others. A batch that prepared larger than its
-    /// reservation (bad records carry their reasons) is then counted short by the difference,
-    /// which `Prepare::RECORD_OVERHEAD` keeps small.
+    /// More room is taken only if the budget has it now ([`Reader::try_grow`]); otherwise the
+    /// batch is counted short by what preparing added beyond `Prepare::RECORD_OVERHEAD` (a
+    /// path of a record's own, the reasons of bad records). What readers really hold is
+    /// counted apart, in [`ReadAhead::peak`].
     fn fit(&self, mut room: OwnedSemaphorePermit, bytes: usize) -> OwnedSemaphorePermit {
-        let want = bytes.min(self.budget.bytes);
+        let want = bytes.clamp(1, self.budget.bytes);
         let have = room.num_permits();
         if want < have {
             drop(room.split(have - want));
-        } else if let Some(more) = u32::try_from(want - have)
-            .ok()
-            .filter(|n| *n > 0)
-            .and_then(|n| self.budget.permits.clone().try_acquire_many_owned(n).ok())
-        {
-            room.merge(more);
+        } else {
+            self.try_grow(&mut room, want);
         }
         room
     }
