@@ -5,6 +5,7 @@ pub mod file;
 pub mod kafka;
 pub mod ownership;
 pub mod prefetch;
+mod read_ahead;
 pub mod reader;
 
 use std::sync::Arc;
