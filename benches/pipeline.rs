@@ -193,8 +193,9 @@ fn main() {
         temporal_strings: false,
         ..InferRules::default()
     };
+    let payloads = file.payloads().expect("nothing is packed here");
     for i in 0..file.rows.len() {
-        if let Ok(obj) = serde_json::from_slice(file.payload(i)) {
+        if let Ok(obj) = serde_json::from_slice(&payloads[file.payload_range(i)]) {
             untimed.merge_object(&obj, &rules);
         }
     }

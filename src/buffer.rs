@@ -17,26 +17,118 @@ const PATH_OVERHEAD: usize = size_of::<OpenFile>() + size_of::<String>() + 32;
 pub struct RowMeta {
     pub offset: i64,
     pub timestamp_ms: Option<i64>,
-    /// End of this record's payload in [`OpenFile::payloads`].
+    /// End of this record's payload in [`OpenFile::payloads`] (packed ones included).
     pub end: usize,
     /// End of this record's Kafka key in [`OpenFile::keys`] (empty when it has none).
     pub key_end: usize,
     pub has_key: bool,
 }
 
-/// The records bound for one object: raw payloads (and keys) back to back.
+/// The records bound for one object: raw payloads (and keys) back to back. Under memory
+/// pressure the payloads taken so far can be packed (see [`OpenFile::pack`]), so that a
+/// file's rows stay buffered until they make a row group of useful size instead of being
+/// written out as a tiny one.
 #[derive(Debug, Default)]
 pub struct OpenFile {
-    pub payloads: Vec<u8>,
+    /// Payloads after those packed.
+    payloads: Vec<u8>,
+    /// Earlier payloads, packed in the order they came.
+    packed: Vec<Packed>,
+    /// Payload bytes the packed frames hold.
+    packed_raw: usize,
+    /// How many of `payloads` did not shrink when packed last: not counted as packable
+    /// again, so the file is tried again only once enough more have come.
+    refused: usize,
     pub keys: Vec<u8>,
     pub rows: Vec<RowMeta>,
 }
 
+/// Payloads packed as one zstd frame.
+#[derive(Debug)]
+struct Packed {
+    frame: Box<[u8]>,
+    raw: usize,
+}
+
+/// A packed frame that does not unpack to what was packed: a pail bug.
+#[derive(Debug, thiserror::Error)]
+#[error("packed payloads could not be unpacked ({0}); a pail bug, please report it")]
+pub struct UnpackError(String);
+
 impl OpenFile {
-    /// The payload of row `i`.
-    pub fn payload(&self, i: usize) -> &[u8] {
+    /// Where row `i`'s payload lies in [`OpenFile::payloads`].
+    pub fn payload_range(&self, i: usize) -> std::ops::Range<usize> {
         let start = if i == 0 { 0 } else { self.rows[i - 1].end };
-        &self.payloads[start..self.rows[i].end]
+        start..self.rows[i].end
+    }
+
+    /// Every payload, back to back: borrowed unless some are packed, then unpacked into a
+    /// buffer of their own (the encoder's working set, not the budget's).
+    pub fn payloads(&self) -> Result<std::borrow::Cow<'_, [u8]>, UnpackError> {
+        if self.packed.is_empty() {
+            return Ok(std::borrow::Cow::Borrowed(&self.payloads));
+        }
+        let mut all = Vec::with_capacity(self.payload_len());
+        let mut unpacker =
+            zstd::bulk::Decompressor::new().map_err(|e| UnpackError(e.to_string()))?;
+        for p in &self.packed {
+            let before = all.len();
+            all.reserve(p.raw);
+            // Written after what is there: a `Vec` alone would be written from its start.
+            let mut at = std::io::Cursor::new(&mut all);
+            at.set_position(before as u64);
+            unpacker
+                .decompress_to_buffer(&p.frame, &mut at)
+                .map_err(|e| UnpackError(e.to_string()))?;
+            let got = all.len().saturating_sub(before);
+            if got != p.raw {
+                return Err(UnpackError(format!(
+                    "a frame of {} bytes gave {got}",
+                    p.raw
+                )));
+            }
+        }
+        all.extend_from_slice(&self.payloads);
+        Ok(std::borrow::Cow::Owned(all))
+    }
+
+    /// Payload bytes of every row, packed or not.
+    pub fn payload_len(&self) -> usize {
+        self.packed_raw + self.payloads.len()
+    }
+
+    /// Payload bytes not packed yet.
+    pub fn unpacked_len(&self) -> usize {
+        self.payloads.len()
+    }
+
+    /// Payload bytes that packing may shrink: those not packed yet, less what did not
+    /// shrink when tried last.
+    pub fn packable(&self) -> usize {
+        self.payloads.len().saturating_sub(self.refused)
+    }
+
+    /// Packs the payloads taken since the last pack into one frame, and gives their buffer
+    /// back. Returns how much less the file holds ([`OpenFile::capacity`]); nothing is
+    /// packed when the frame would not be an eighth smaller (see [`OpenFile::packable`]).
+    pub fn pack(&mut self, packer: &mut zstd::bulk::Compressor<'_>) -> usize {
+        let before = self.capacity();
+        let frame = match packer.compress(&self.payloads) {
+            // Worth it only when it saves an eighth at least.
+            Ok(frame) if frame.len() + size_of::<Packed>() < self.payloads.len() / 8 * 7 => frame,
+            _ => {
+                self.refused = self.payloads.len();
+                return 0;
+            }
+        };
+        self.refused = 0;
+        self.packed_raw += self.payloads.len();
+        self.packed.push(Packed {
+            frame: frame.into_boxed_slice(),
+            raw: self.payloads.len(),
+        });
+        self.payloads = Vec::new();
+        before.saturating_sub(self.capacity())
     }
 
     /// The Kafka key of row `i`, if it had one.
@@ -51,6 +143,8 @@ impl OpenFile {
         self.payloads.capacity()
             + self.keys.capacity()
             + self.rows.capacity() * size_of::<RowMeta>()
+            + self.packed.capacity() * size_of::<Packed>()
+            + self.packed.iter().map(|p| p.frame.len()).sum::<usize>()
     }
 
     /// True when some row has a Kafka key.
@@ -183,7 +277,7 @@ impl Segment {
         file.rows.push(RowMeta {
             offset,
             timestamp_ms,
-            end: file.payloads.len(),
+            end: file.payload_len(),
             key_end: file.keys.len(),
             has_key: key.is_some(),
         });
@@ -228,5 +322,74 @@ impl Segment {
     /// True when the segment has been open for at least `max_age`.
     pub fn expired(&self, now: Instant, rotation: &RotationSettings) -> bool {
         now.duration_since(self.opened) >= rotation.max_age
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(i: i64) -> String {
+        format!(r#"{{"i":{i},"text":"a sentence that repeats, as fields of events do"}}"#)
+    }
+
+    fn packer() -> zstd::bulk::Compressor<'static> {
+        zstd::bulk::Compressor::new(1).unwrap()
+    }
+
+    #[test]
+    fn packed_payloads_read_back_as_they_were_taken() {
+        let mut seg = Segment::new(Arc::from("t"), 0, 0, 0);
+        let mut packer = packer();
+        for round in 0..3 {
+            for i in round * 1000..round * 1000 + 1000 {
+                seg.push_row("p", line(i).as_bytes(), Some(b"k"), i, None);
+            }
+            if round < 2 {
+                let file = seg.files.get_mut("p").unwrap();
+                let before = file.capacity();
+                let payloads = file.unpacked_len();
+                let freed = file.pack(&mut packer);
+                assert!(freed > payloads / 5 * 4, "{freed} of {payloads}");
+                assert_eq!(file.capacity(), before - freed);
+                assert_eq!(file.unpacked_len(), 0);
+            }
+        }
+        let file = &seg.files["p"];
+        let all = file.payloads().unwrap();
+        assert_eq!(all.len(), file.payload_len());
+        for i in 0..3000 {
+            assert_eq!(&all[file.payload_range(i)], line(i as i64).as_bytes());
+            assert_eq!(file.key(i), Some(&b"k"[..]));
+        }
+    }
+
+    #[test]
+    fn payloads_that_do_not_shrink_stay_as_they_are_until_more_come() {
+        let mut seg = Segment::new(Arc::from("t"), 0, 0, 0);
+        // xorshift: bytes zstd cannot shrink.
+        let mut x = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut noise = || {
+            (0..512)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect::<Vec<u8>>()
+        };
+        let rows: Vec<Vec<u8>> = (0..200).map(|_| noise()).collect();
+        for (i, row) in rows.iter().enumerate() {
+            seg.push_row("p", row, None, i as i64, None);
+        }
+        let file = seg.files.get_mut("p").unwrap();
+        assert_eq!(file.pack(&mut packer()), 0);
+        assert_eq!(file.packable(), 0, "not tried again before more come");
+        let all = file.payloads().unwrap();
+        assert!(matches!(all, std::borrow::Cow::Borrowed(_)));
+        for (i, row) in rows.iter().enumerate() {
+            assert_eq!(&all[file.payload_range(i)], &row[..]);
+        }
     }
 }

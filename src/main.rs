@@ -68,6 +68,12 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     stats.sealed_for_memory
                 );
             }
+            if stats.packed_bytes > 0 {
+                eprintln!(
+                    "{:.1} MB of JSON were packed in memory while their files stayed open, to stay within worker.memory_limit",
+                    stats.packed_bytes as f64 / 1e6
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config } => match config::load(&config) {

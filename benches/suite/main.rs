@@ -134,9 +134,12 @@ fn measure(runtime: &tokio::runtime::Runtime, bin: &Path, shape: Shape) -> Resul
             written.rows, produced.events
         ));
     }
-    // The summary, and how many segments the memory budget sealed early (when any were).
+    // The summary, and how many segments the memory budget sealed early and how much JSON it
+    // packed (when it did).
     for line in run.stderr.lines().filter(|l| {
-        l.starts_with("delivered ") || l.contains("sealed before their rotation limits")
+        l.starts_with("delivered ")
+            || l.contains("sealed before their rotation limits")
+            || l.contains("packed in memory")
     }) {
         eprintln!("suite: {} — {}", shape.name, line.trim());
     }

@@ -53,6 +53,8 @@ pub enum EncodeError {
     RowCount { got: usize, want: usize },
     #[error("stored payload no longer parses: {0}")]
     Reparse(#[from] serde_json::Error),
+    #[error(transparent)]
+    Unpack(#[from] crate::buffer::UnpackError),
     /// A streamed file's column would change type after row groups with the old type were
     /// written; the segment should have been cut before the record that changed it.
     #[error("column {column:?} was written as {was} and cannot become {now} in the same file")]
@@ -97,12 +99,18 @@ pub fn record_batches(
     source: Provenance<'_>,
     settings: &ParquetSettings,
 ) -> Result<(SchemaRef, Vec<RecordBatch>), EncodeError> {
+    // Unpacked once, for the fast path and the fallback alike.
+    let payloads = file.payloads()?;
+    let rows = Rows {
+        file,
+        payloads: &payloads,
+    };
     if !schema.raw_decodable() {
-        return batches_with(file, schema, source, settings, true);
+        return batches_with(rows, schema, source, settings, true);
     }
-    match batches_with(file, schema, source, settings, false) {
+    match batches_with(rows, schema, source, settings, false) {
         Ok(batches) => Ok(batches),
-        Err(EncodeError::Arrow(_)) => batches_with(file, schema, source, settings, true),
+        Err(EncodeError::Arrow(_)) => batches_with(rows, schema, source, settings, true),
         Err(other) => Err(other),
     }
 }
@@ -135,13 +143,21 @@ fn meta_fields(file: &OpenFile, schema: &FileSchema, settings: &ParquetSettings)
     .collect()
 }
 
+/// A file's rows with its payloads unpacked.
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    file: &'a OpenFile,
+    payloads: &'a [u8],
+}
+
 fn batches_with(
-    file: &OpenFile,
+    rows: Rows<'_>,
     file_schema: &FileSchema,
     source: Provenance<'_>,
     settings: &ParquetSettings,
     normalize: bool,
 ) -> Result<(SchemaRef, Vec<RecordBatch>), EncodeError> {
+    let file = rows.file;
     let user_fields = file_schema.to_arrow();
     let meta_fields = meta_fields(file, file_schema, settings);
     let user_schema: SchemaRef = Arc::new(Schema::new(user_fields.clone()));
@@ -154,7 +170,7 @@ fn batches_with(
     let mut row = 0;
     while row < file.rows.len() {
         let n = batch_rows.min(file.rows.len() - row);
-        let mut columns = decode_rows(file, file_schema, &user_schema, row, n, normalize)?;
+        let mut columns = decode_rows(rows, file_schema, &user_schema, row, n, normalize)?;
         columns.extend(meta_columns(&meta_fields, file, row, n, source));
         batches.push(RecordBatch::try_new_with_options(
             schema.clone(),
@@ -168,7 +184,7 @@ fn batches_with(
 
 /// Decodes rows `[row, row + n)` into the user columns of `schema`.
 fn decode_rows(
-    file: &OpenFile,
+    rows: Rows<'_>,
     file_schema: &FileSchema,
     schema: &SchemaRef,
     row: usize,
@@ -186,15 +202,15 @@ fn decode_rows(
         let values = (row..row + n)
             .map(|i| {
                 let v: serde_json::Map<String, serde_json::Value> =
-                    serde_json::from_slice(file.payload(i))?;
+                    serde_json::from_slice(&rows.payloads[rows.file.payload_range(i)])?;
                 Ok(file_schema.normalize_object(&v))
             })
             .collect::<Result<Vec<_>, serde_json::Error>>()?;
         decoder.serialize(&values)?;
     } else {
-        let start = if row == 0 { 0 } else { file.rows[row - 1].end };
-        let end = file.rows[row + n - 1].end;
-        let mut buf = &file.payloads[start..end];
+        let start = rows.file.payload_range(row).start;
+        let end = rows.file.payload_range(row + n - 1).end;
+        let mut buf = &rows.payloads[start..end];
         while !buf.is_empty() {
             let read = decoder.decode(buf)?;
             if read == 0 {

@@ -32,7 +32,7 @@ use crate::telemetry::METRICS;
 
 use route::Router;
 pub use route::{RouteMemo, Routed, Routes};
-use streams::Streams;
+use streams::{PACK_LEVEL, Streams};
 
 /// A destination with its settings and the store it writes to.
 #[derive(Debug, Clone)]
@@ -64,6 +64,9 @@ pub struct RunStats {
     pub objects_existing: u64,
     /// Segments sealed before their rotation limits because the memory budget was reached.
     pub sealed_for_memory: u64,
+    /// Payload bytes packed in memory (compressed while their file stays open) because the
+    /// memory budget was reached.
+    pub packed_bytes: u64,
     /// The most the budget ever accounted at once: open, sealed and in-flight segments.
     pub peak_buffered_bytes: u64,
     /// The most bytes of records the Kafka partition readers ever held at once, read and not
@@ -126,6 +129,9 @@ pub struct Pipeline {
     file_name: Option<String>,
     /// What routing the records this pipeline routed itself left (see `Routes::route_record`).
     route_memo: RouteMemo,
+    /// Packs buffered payloads under memory pressure (see `Pipeline::relieve_memory`); made
+    /// the first time, and `None` after it could not be.
+    packer: Option<zstd::bulk::Compressor<'static>>,
     pub stats: RunStats,
 }
 
@@ -151,6 +157,7 @@ impl Pipeline {
             limits,
             file_name,
             route_memo: RouteMemo::default(),
+            packer: zstd::bulk::Compressor::new(PACK_LEVEL).ok(),
             stats: RunStats::default(),
         }
     }
@@ -310,7 +317,7 @@ impl Pipeline {
                 let parquet = &self.router.destinations[dest_idx].settings.parquet;
                 let flush = seg.files.get(&*path).is_some_and(|f| {
                     f.rows.len() + 1 >= parquet.row_group_size
-                        || f.payloads.len() + payload.len() >= parquet.row_group_bytes
+                        || f.payload_len() + payload.len() >= parquet.row_group_bytes
                 });
                 seg.push_row(&path, payload, key_bytes, rec.offset, rec.timestamp_ms);
                 self.open_bytes += seg.held - before;

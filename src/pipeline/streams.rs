@@ -46,6 +46,14 @@ impl Streams {
 /// group smaller than this costs more in footers and headers than it saves.
 const MIN_MEMORY_FLUSH: usize = 64 << 10;
 
+/// Payloads not yet packed below this stay as they are when memory runs short: a frame of
+/// fewer JSON bytes compresses less, and packing many would cost more CPU per byte freed.
+const MIN_PACK: usize = 32 << 10;
+
+/// zstd's level for packed payloads: its fastest standard level, since packing runs on the
+/// run loop; JSON still shrinks several times.
+pub(super) const PACK_LEVEL: i32 = 1;
+
 impl Pipeline {
     /// Encodes a file's buffered rows as a row group: its writer starts (the first time) and
     /// its bytes stream out as parts while the file stays open.
@@ -109,6 +117,10 @@ impl Pipeline {
     /// the replay reaches its end.
     pub(super) fn relieve_memory(&mut self) {
         let limit = self.limits.max_buffer_bytes;
+        // Packing first: JSON shrinks several times, so files keep their rows until they
+        // make row groups (and objects) of useful size, where flushing would write small
+        // row groups and sealing would write small objects.
+        while self.open_bytes > limit / 2 && self.pack_largest() {}
         while self.open_bytes > limit / 2 {
             let Some((key, path, bytes)) = self.largest_file() else {
                 break;
@@ -143,6 +155,39 @@ impl Pipeline {
             }
             self.seal(&largest, SealReason::MemoryPressure);
         }
+    }
+
+    /// Packs the open file with the most payloads not yet packed, if it has at least
+    /// [`MIN_PACK`] of them; false when none has.
+    fn pack_largest(&mut self) -> bool {
+        let Some(packer) = self.packer.as_mut() else {
+            return false;
+        };
+        let Some((key, path)) = self
+            .open
+            .iter()
+            .flat_map(|(k, s)| s.files.iter().map(move |(p, f)| (k, p, f.packable())))
+            .filter(|(_, _, n)| *n >= MIN_PACK)
+            .max_by_key(|(_, _, n)| *n)
+            .map(|(k, p, _)| (k.clone(), p.clone()))
+        else {
+            return false;
+        };
+        let Some(seg) = self.open.get_mut(&key) else {
+            return false;
+        };
+        let Some(file) = seg.files.get_mut(&path) else {
+            return false;
+        };
+        let packed = file.unpacked_len();
+        let freed = file.pack(packer);
+        seg.held = seg.held.saturating_sub(freed);
+        self.open_bytes = self.open_bytes.saturating_sub(freed);
+        if freed > 0 {
+            self.stats.packed_bytes += packed as u64;
+            METRICS.payload_bytes_packed.add(packed as u64);
+        }
+        true
     }
 
     /// The largest buffered file of a partition that may be flushed now.

@@ -71,6 +71,7 @@ pub struct Metrics {
     pub multipart_abort_failures: Counter,
     pub streamed_parts: Counter,
     pub row_groups_flushed_for_memory: Counter,
+    pub payload_bytes_packed: Counter,
     pub credential_refreshes: Counter,
     pub credential_refresh_failures: Counter,
     pub consume_errors: Counter,
@@ -97,6 +98,7 @@ pub static METRICS: Metrics = Metrics {
     multipart_abort_failures: Counter::new(),
     streamed_parts: Counter::new(),
     row_groups_flushed_for_memory: Counter::new(),
+    payload_bytes_packed: Counter::new(),
     credential_refreshes: Counter::new(),
     credential_refresh_failures: Counter::new(),
     consume_errors: Counter::new(),
@@ -118,7 +120,7 @@ pub(super) fn family(out: &mut String, name: &str, kind: &str, help: &str, value
 impl Metrics {
     /// The process-wide figures in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
-        let counters: [(&str, &str, &Counter); 18] = [
+        let counters: [(&str, &str, &Counter); 19] = [
             (
                 "pail_records_consumed_total",
                 "Records taken from the source.",
@@ -183,6 +185,11 @@ impl Metrics {
                 "pail_row_groups_flushed_for_memory_total",
                 "Row groups written early because the memory budget was reached (the file stays open).",
                 &self.row_groups_flushed_for_memory,
+            ),
+            (
+                "pail_payload_bytes_packed_total",
+                "Buffered JSON bytes compressed in memory because the memory budget was reached (their file stays open).",
+                &self.payload_bytes_packed,
             ),
             (
                 "pail_multipart_abort_failures_total",

@@ -50,6 +50,11 @@ async fn many_open_files_stay_within_the_memory_limit() {
         stats.sealed_for_memory > 0,
         "40 MB through a 16 MiB limit needs early seals: {stats:?}"
     );
+    // Before anything is written or sealed early, open files' JSON is packed in memory.
+    assert!(
+        stats.packed_bytes > produced.bytes as u64 / 4,
+        "open files are packed first: {stats:?}"
+    );
     // While everything is paused for memory, records wait in the read-ahead, not in the
     // pipeline; the batch in hand when the budget is reached is still taken (dropping a record
     // would leave a hole). So the pipeline passes its share by at most one batch (and the

@@ -1,6 +1,7 @@
 //! The pipeline driven by hand, without Kafka: recovery that reseals at recorded ends across
 //! offset gaps (compaction) and through segments with no records left, the commits that
-//! follow, the cap, and the memory budget during a replay, against a local directory.
+//! follow, the cap, failing deliveries and streamed files' types, against a local directory.
+//! The memory budget's tests are in `memory.rs`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,6 +17,8 @@ use crate::protocol::{
 };
 use crate::store::{BoxFuture, LocalStore, ObjectMetadata, ObjectStore, PutOutcome, StoreError};
 use crate::telemetry::DestinationHealth;
+
+mod memory;
 
 /// A pipeline for topic `t` writing Parquet under `root`, its rotation at `max_records`.
 fn pipeline(root: &Path, max_records: u64) -> Pipeline {
@@ -210,66 +213,6 @@ async fn a_partition_at_its_cap_stops_sealing_so_its_intent_stays_bounded() {
     assert!(intent.intent.encode().unwrap().len() < MAX_METADATA_BYTES);
 }
 
-#[tokio::test]
-async fn replay_over_the_memory_budget_does_not_make_other_partitions_seal_tiny_segments() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut p = pipeline(dir.path(), 1000);
-    // Partition 0 replays a recorded segment of 50 records (over the budget); partition 1 is
-    // fresh.
-    assign(&mut p, 0, 0, format!("pail2:{}:49", lineage()));
-    assign(&mut p, 1, 0, String::new());
-    let mut one = record(0);
-    one.partition = 1;
-    p.ingest(one).unwrap();
-    p.limits.max_buffer_bytes = p.held_bytes() * 4;
-    for offset in 0..40 {
-        p.ingest(record(offset)).unwrap();
-    }
-    // Over the budget, but the largest open segment is the replay, which cannot be cut: no
-    // seal at all, and every other partition is paused until the replay reaches its end
-    // (pausing the replay too would stall: only reaching its end frees memory).
-    assert_eq!(p.undelivered(), 0);
-    let others = BTreeSet::from([(Arc::from("t"), 1)]);
-    assert_eq!(p.pause(), Pause::Partitions(others));
-    for offset in 40..50 {
-        p.ingest(record(offset)).unwrap();
-    }
-    assert_eq!(p.undelivered(), 1, "the replay sealed at its recorded end");
-}
-
-#[tokio::test]
-async fn sealed_segments_waiting_for_their_intent_count_against_the_budget() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut p = pipeline(dir.path(), 10);
-    assign(&mut p, 0, 0, String::new());
-    for offset in 0..10 {
-        p.ingest(record(offset)).unwrap();
-    }
-    // Each row costs its payload (about 8 bytes) and its offsets and timestamp.
-    let one = p.held_bytes();
-    assert!(one >= 10 * (8 + size_of::<RowMeta>()), "{one}");
-    p.limits.max_buffer_bytes = one * 3 + one / 2;
-    // 30 records sealed every 10: nothing is open, but no intent is acknowledged (a slow
-    // coordinator), so all of it is still held.
-    for offset in 10..30 {
-        p.ingest(record(offset)).unwrap();
-    }
-    assert_eq!(p.undelivered(), 3);
-    assert_eq!(p.pause(), Pause::Partitions(BTreeSet::new()));
-    for offset in 30..40 {
-        p.ingest(record(offset)).unwrap();
-    }
-    assert_eq!(p.pause(), Pause::All, "held bytes reached the budget");
-    // The commits go out in one request; once acknowledged the segments upload and the
-    // memory is given back.
-    let due = p.due();
-    assert_eq!(due.commits.len(), 1);
-    p.commits_acknowledged(&due.commits);
-    settle(&mut p).await;
-    assert_eq!(p.pause(), Pause::Partitions(BTreeSet::new()));
-    assert_eq!(p.stats.rows_written, 40);
-}
-
 /// A local directory whose client panics writing partition 0's objects of topic `t`, as a
 /// bug in a store client would.
 #[derive(Debug)]
@@ -383,122 +326,6 @@ async fn a_segment_that_cannot_be_encoded_stops_only_its_partition() {
     // Its later records are left for whoever reads the partition next.
     p.ingest(record(5)).unwrap();
     assert_eq!(p.stats.records, 10);
-}
-
-/// One step of the budget property test.
-#[derive(Debug, Clone)]
-enum Step {
-    /// A record of about `size` bytes for `partition`, taken only if the pipeline does not
-    /// pause that partition (as the source would).
-    Record {
-        partition: i32,
-        size: usize,
-    },
-    /// The coordinator answers the commits due.
-    Commits {
-        acknowledged: bool,
-    },
-    /// One delivery finishes.
-    Complete,
-    Tick,
-}
-
-fn step() -> impl proptest::strategy::Strategy<Value = Step> {
-    use proptest::prelude::*;
-    prop_oneof![
-        10 => (0..3i32, prop_oneof![8 => 1..400usize, 1 => 400..4000usize])
-            .prop_map(|(partition, size)| Step::Record { partition, size }),
-        3 => any::<bool>().prop_map(|acknowledged| Step::Commits { acknowledged }),
-        3 => Just(Step::Complete),
-        1 => Just(Step::Tick),
-    ]
-}
-
-/// The largest record the property test makes, as held in memory: payload, row overhead and
-/// a new path's.
-const LARGEST_HELD: usize = 4000 + 64 + 512;
-
-proptest::proptest! {
-    #![proptest_config(proptest::test_runner::Config {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(48),
-        rng_seed: proptest::test_runner::RngSeed::Fixed(0x6275_6467),
-        failure_persistence: None,
-        ..proptest::test_runner::Config::default()
-    })]
-
-    /// Whatever the order of records, commit answers and finished deliveries, what the
-    /// pipeline holds (open segments, sealed ones waiting for their intent, those being
-    /// uploaded) never passes the budget by more than the one record that crossed it, as long
-    /// as records come only while their partition is not paused.
-    #[test]
-    fn memory_stays_within_the_budget_whatever_the_interleaving(
-        steps in proptest::collection::vec(step(), 1..400)
-    ) {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let dir = tempfile::tempdir().unwrap();
-            let mut p = pipeline(dir.path(), 20);
-            let budget = 16 << 10;
-            p.limits.max_buffer_bytes = budget;
-            for partition in 0..3 {
-                assign(&mut p, partition, 0, String::new());
-            }
-            let mut next = [0i64; 3];
-            for step in steps {
-                match step {
-                    Step::Record { partition, size } => {
-                        let key: PartitionKey = (Arc::from("t"), partition);
-                        let paused = match p.pause() {
-                            Pause::All => true,
-                            Pause::Partitions(set) => set.contains(&key),
-                        };
-                        if paused {
-                            continue;
-                        }
-                        let offset = next[partition as usize];
-                        next[partition as usize] += 1;
-                        let mut rec = record(offset);
-                        rec.partition = partition;
-                        rec.payload = Some(
-                            format!("{{\"n\":{offset},\"pad\":\"{}\"}}", "x".repeat(size))
-                                .into_bytes()
-                                .into(),
-                        );
-                        p.ingest(rec).unwrap();
-                    }
-                    Step::Commits { acknowledged } => {
-                        let due = p.due();
-                        assert!(due.stops.is_empty(), "{:?}", due.stops);
-                        match acknowledged {
-                            true => p.commits_acknowledged(&due.commits),
-                            false => p.commits_failed(&due.commits),
-                        }
-                    }
-                    Step::Complete => {
-                        if p.in_flight() > 0 {
-                            let c = tokio::time::timeout(Duration::from_secs(30), p.next_completion())
-                                .await
-                                .expect("a delivery did not complete")
-                                .expect("no completion while segments are in flight");
-                            p.on_completion(c).unwrap();
-                        }
-                    }
-                    Step::Tick => p.tick(),
-                }
-                let uploading = p.delivery.load(0).bytes;
-                let held = p.held_bytes() + uploading;
-                assert!(
-                    held <= budget + LARGEST_HELD,
-                    "{held} bytes held ({} open or awaiting an intent, {uploading} uploading) \
-                     against a budget of {budget}",
-                    p.held_bytes()
-                );
-            }
-        });
-    }
 }
 
 /// A record of `t`/0 whose `n` is `value` (JSON text).
