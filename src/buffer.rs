@@ -36,8 +36,7 @@ pub struct OpenFile {
     packed: Vec<Packed>,
     /// Payload bytes the packed frames hold.
     packed_raw: usize,
-    /// How many of `payloads` did not shrink when packed last: not counted as packable
-    /// again, so the file is tried again only once enough more have come.
+    /// How many of `payloads` did not shrink when packed last (see [`OpenFile::packable`]).
     refused: usize,
     pub keys: Vec<u8>,
     pub rows: Vec<RowMeta>,
@@ -102,23 +101,27 @@ impl OpenFile {
         self.payloads.len()
     }
 
-    /// Payload bytes that packing may shrink: those not packed yet, less what did not
-    /// shrink when tried last.
+    /// Payload bytes that packing may shrink: those not packed yet, or none while they have
+    /// not doubled since they last did not shrink (so JSON that packs poorly is compressed
+    /// a few times over its life, not again each time a little more has come).
     pub fn packable(&self) -> usize {
-        self.payloads.len().saturating_sub(self.refused)
+        if self.payloads.len() >= self.refused.saturating_mul(2) {
+            self.payloads.len()
+        } else {
+            0
+        }
     }
 
     /// Packs the payloads taken since the last pack into one frame, and gives their buffer
-    /// back. Returns how much less the file holds ([`OpenFile::capacity`]); nothing is
-    /// packed when the frame would not be an eighth smaller (see [`OpenFile::packable`]).
-    pub fn pack(&mut self, packer: &mut zstd::bulk::Compressor<'_>) -> usize {
-        let before = self.capacity();
+    /// back; false, and nothing packed, when the frame would not be an eighth smaller (see
+    /// [`OpenFile::packable`]). What it then holds is [`OpenFile::capacity`].
+    pub fn pack(&mut self, packer: &mut zstd::bulk::Compressor<'_>) -> bool {
         let frame = match packer.compress(&self.payloads) {
             // Worth it only when it saves an eighth at least.
             Ok(frame) if frame.len() + size_of::<Packed>() < self.payloads.len() / 8 * 7 => frame,
             _ => {
                 self.refused = self.payloads.len();
-                return 0;
+                return false;
             }
         };
         self.refused = 0;
@@ -128,7 +131,7 @@ impl OpenFile {
             raw: self.payloads.len(),
         });
         self.payloads = Vec::new();
-        before.saturating_sub(self.capacity())
+        true
     }
 
     /// The Kafka key of row `i`, if it had one.
@@ -349,9 +352,9 @@ mod tests {
                 let file = seg.files.get_mut("p").unwrap();
                 let before = file.capacity();
                 let payloads = file.unpacked_len();
-                let freed = file.pack(&mut packer);
+                assert!(file.pack(&mut packer));
+                let freed = before - file.capacity();
                 assert!(freed > payloads / 5 * 4, "{freed} of {payloads}");
-                assert_eq!(file.capacity(), before - freed);
                 assert_eq!(file.unpacked_len(), 0);
             }
         }
@@ -384,8 +387,14 @@ mod tests {
             seg.push_row("p", row, None, i as i64, None);
         }
         let file = seg.files.get_mut("p").unwrap();
-        assert_eq!(file.pack(&mut packer()), 0);
-        assert_eq!(file.packable(), 0, "not tried again before more come");
+        let len = file.unpacked_len();
+        assert!(!file.pack(&mut packer()));
+        assert_eq!(file.packable(), 0, "not tried again before it doubles");
+        for (i, row) in rows.iter().enumerate().take(len / 512) {
+            seg.push_row("p", row, None, (200 + i) as i64, None);
+        }
+        let file = seg.files.get_mut("p").unwrap();
+        assert_eq!(file.packable(), 2 * len, "tried again once it doubled");
         let all = file.payloads().unwrap();
         assert!(matches!(all, std::borrow::Cow::Borrowed(_)));
         for (i, row) in rows.iter().enumerate() {

@@ -129,8 +129,8 @@ pub struct Pipeline {
     file_name: Option<String>,
     /// What routing the records this pipeline routed itself left (see `Routes::route_record`).
     route_memo: RouteMemo,
-    /// Packs buffered payloads under memory pressure (see `Pipeline::relieve_memory`); made
-    /// the first time, and `None` after it could not be.
+    /// Packs buffered payloads under memory pressure (see `Pipeline::relieve_memory`); `None`
+    /// if zstd could not make one (then nothing is packed).
     packer: Option<zstd::bulk::Compressor<'static>>,
     pub stats: RunStats,
 }

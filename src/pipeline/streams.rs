@@ -179,13 +179,16 @@ impl Pipeline {
         let Some(file) = seg.files.get_mut(&path) else {
             return false;
         };
-        let packed = file.unpacked_len();
-        let freed = file.pack(packer);
-        seg.held = seg.held.saturating_sub(freed);
-        self.open_bytes = self.open_bytes.saturating_sub(freed);
-        if freed > 0 {
-            self.stats.packed_bytes += packed as u64;
-            METRICS.payload_bytes_packed.add(packed as u64);
+        let (raw, before) = (file.unpacked_len(), file.capacity());
+        let packed = file.pack(packer);
+        // What the file holds after, as it is: in a rare case (its list of frames grown) it
+        // could hold more.
+        let after = file.capacity();
+        seg.held = (seg.held + after).saturating_sub(before);
+        self.open_bytes = (self.open_bytes + after).saturating_sub(before);
+        if packed {
+            self.stats.packed_bytes += raw as u64;
+            METRICS.payload_bytes_packed.add(raw as u64);
         }
         true
     }
