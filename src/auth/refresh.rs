@@ -56,7 +56,8 @@ struct Inner {
     fetching: tokio::sync::Mutex<()>,
 }
 
-/// A credentials provider backed by a [`Fetch`], refreshed in the background.
+/// A credentials provider backed by a `Fetch` (this module's way to get credentials), refreshed
+/// in the background.
 #[derive(Clone)]
 pub struct RefreshingCredentials {
     inner: Arc<Inner>,
