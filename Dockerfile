@@ -5,9 +5,12 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential pkg-config libssl-dev zlib1g-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY benches ./benches
+# There is no .git in the build context: `--build-arg PAIL_COMMIT=$(git rev-parse --short=12 HEAD)`
+# names the commit in `pail --version` and pail_build_info.
+ARG PAIL_COMMIT=unknown
 RUN cargo build --release --locked --bin pail
 
 FROM debian:bookworm-slim
@@ -20,5 +23,9 @@ COPY config/kafka-s3.example.toml /etc/pail/pail.example.toml
 USER 10001
 ENV PAIL_LOG_FORMAT=json
 EXPOSE 9464
+# Docker's health check (Kubernetes ignores it and uses deploy/kubernetes/'s probes): the binary
+# itself asks http://127.0.0.1:9464/livez, so the image needs no curl or wget. It needs
+# [telemetry] listen on port 9464, as the example config has.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 CMD ["pail", "healthcheck"]
 ENTRYPOINT ["pail"]
 CMD ["run", "--config", "/etc/pail/pail.toml"]

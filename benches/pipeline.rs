@@ -220,7 +220,10 @@ fn main() {
         let settings = pail::config::parse(Path::new("bench.toml"), &text, &|_| None).unwrap();
         rt.block_on(run(
             settings,
-            RunOptions { once: true },
+            RunOptions {
+                once: true,
+                ..Default::default()
+            },
             CancellationToken::new(),
         ))
         .unwrap()

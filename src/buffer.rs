@@ -221,6 +221,9 @@ pub struct Segment {
     /// timestamp, which for ~100-byte events is a third as much again, and room not yet used:
     /// at most a quarter, see `grow`) and each open path. What the memory budget counts.
     pub held: usize,
+    /// The newest Kafka timestamp among its rows: how fresh the destination is once they
+    /// are delivered.
+    pub newest_timestamp_ms: Option<i64>,
     opened: Instant,
 }
 
@@ -243,6 +246,7 @@ impl Segment {
             records: 0,
             bytes: 0,
             held: 0,
+            newest_timestamp_ms: None,
             opened: Instant::now(),
         }
     }
@@ -284,6 +288,9 @@ impl Segment {
             key_end: file.keys.len(),
             has_key: key.is_some(),
         });
+        if let Some(ts) = timestamp_ms {
+            self.newest_timestamp_ms = Some(self.newest_timestamp_ms.map_or(ts, |n| n.max(ts)));
+        }
         self.records += 1;
         self.bytes += payload.len() + key.map_or(0, <[u8]>::len);
         self.held += file.capacity() - before;

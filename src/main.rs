@@ -6,11 +6,12 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use tokio_util::sync::CancellationToken;
 
-use cli::{Cli, Command, LogFormat};
+use cli::{Cli, Command, LogFormat, Progress};
 use pail::run::{RunOptions, run};
+use pail::telemetry::ProgressMode;
 use pail::{check, config};
 
 fn main() -> ExitCode {
@@ -38,7 +39,12 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run { config, once } => {
+        Command::Run {
+            config,
+            once,
+            progress,
+            progress_every,
+        } => {
             let settings = match config::load(&config) {
                 Ok(s) => s,
                 Err(e) => {
@@ -49,7 +55,18 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let shutdown = CancellationToken::new();
             tokio::spawn(watch_signals(shutdown.clone()));
             // Every error's Display already carries its causes; print it once, not as a chain.
-            let stats = run(settings, RunOptions { once }, shutdown)
+            let progress = match progress {
+                Progress::Auto => ProgressMode::Auto,
+                Progress::Bar => ProgressMode::Bar,
+                Progress::Log => ProgressMode::Log,
+                Progress::Off => ProgressMode::Off,
+            };
+            let options = RunOptions {
+                once,
+                progress,
+                progress_every: std::time::Duration::from_secs(progress_every),
+            };
+            let stats = run(settings, options, shutdown)
                 .await
                 .map_err(|e| anyhow::anyhow!("pail run failed: {e}"))?;
             eprintln!(
@@ -108,6 +125,23 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Healthcheck { url, timeout } => {
+            match pail::telemetry::probe(&url, std::time::Duration::from_secs(timeout)).await {
+                Ok(status) if (200..300).contains(&status) => Ok(ExitCode::SUCCESS),
+                Ok(status) => {
+                    eprintln!("{url} answered {status}");
+                    Ok(ExitCode::FAILURE)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "pail", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
         }
         Command::Policy {
             config,

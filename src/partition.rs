@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use chrono::format::{Item, StrftimeItems};
 use chrono::{DateTime, TimeZone, Utc};
+use chrono_tz::Tz;
 use serde_json::{Map, Value};
 use thiserror::Error;
 
@@ -137,11 +138,14 @@ enum Part {
     Field(String),
 }
 
-/// A parsed key template such as `{topic}/dt={ts:%Y-%m-%d}/hour={ts:%H}`.
+/// A parsed key template such as `{topic}/dt={ts:%Y-%m-%d}/hour={ts:%H}`, with the time zone
+/// its `{ts:…}` placeholders render in (UTC unless [`KeyTemplate::in_zone`] says otherwise).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyTemplate {
     text: String,
     parts: Vec<Part>,
+    /// `None`: UTC, rendered without a zone lookup per record.
+    zone: Option<Tz>,
 }
 
 impl KeyTemplate {
@@ -186,6 +190,7 @@ impl KeyTemplate {
         let template = Self {
             text: trimmed.to_string(),
             parts,
+            zone: None,
         };
         // A sample rendering catches literal segments such as `a//b` or `../x`; placeholders
         // always render to non-empty, dot-safe text.
@@ -205,6 +210,20 @@ impl KeyTemplate {
         &self.text
     }
 
+    /// Renders `{ts:…}` in `zone` (an IANA zone, e.g. `America/New_York`): a record's path is
+    /// still a function of the record alone, its event time shown as the zone's wall clock.
+    /// Across a daylight-saving change the local hour repeats (the hour after 01:59 EDT is
+    /// 01:00 EST) or is skipped; `%z` in the format tells the repeated hours apart.
+    pub fn in_zone(mut self, zone: Tz) -> Self {
+        self.zone = (zone != Tz::UTC).then_some(zone);
+        self
+    }
+
+    /// The time zone `{ts:…}` renders in.
+    pub fn zone(&self) -> Tz {
+        self.zone.unwrap_or(Tz::UTC)
+    }
+
     /// The directory part of an object key for one record. Field values are sanitised.
     /// The longest path segment (between `/`) this template can render, in bytes: literals as
     /// written, topics and field values at their sanitised cap, times rendered on a date that
@@ -212,11 +231,14 @@ impl KeyTemplate {
     pub fn longest_segment(&self) -> usize {
         // A Wednesday in September, late in the day; and the last year chrono's formats take
         // four digits for, whose `%s` is longer.
-        let long_dates: Vec<DateTime<Utc>> = [(2000, 9, 27), (9999, 9, 29)]
+        // Local wall-clock times in the template's zone, so that a zone's offset cannot move
+        // them to a shorter day or month.
+        let zone = self.zone();
+        let long_dates: Vec<DateTime<Tz>> = [(2000, 9, 27), (9999, 9, 29)]
             .into_iter()
             .filter_map(|(y, m, d)| chrono::NaiveDate::from_ymd_opt(y, m, d))
             .filter_map(|d| d.and_hms_nano_opt(23, 59, 59, 999_999_999))
-            .map(|t| t.and_utc())
+            .filter_map(|t| zone.from_local_datetime(&t).earliest())
             .collect();
         let (mut longest, mut current) = (0, 0);
         for part in &self.parts {
@@ -270,10 +292,16 @@ impl KeyTemplate {
                 Part::Partition => {
                     let _ = write!(out, "{partition}");
                 }
-                Part::Time(_, items) => {
-                    // The format was validated in `parse`, so writing cannot fail.
-                    let _ = write!(out, "{}", ts.format_with_items(items.iter()));
-                }
+                // The format was validated in `parse`, so writing cannot fail.
+                Part::Time(_, items) => match &self.zone {
+                    None => {
+                        let _ = write!(out, "{}", ts.format_with_items(items.iter()));
+                    }
+                    Some(zone) => {
+                        let local = ts.with_timezone(zone);
+                        let _ = write!(out, "{}", local.format_with_items(items.iter()));
+                    }
+                },
                 Part::Field(name) => match lookup(value, name) {
                     None | Some(Value::Null) => out.push_str(NULL_VALUE),
                     Some(Value::String(s)) => push_sanitized(out, s),
@@ -470,5 +498,64 @@ mod tests {
             Err(RouteError::NoKafkaTimestamp)
         );
         assert!(TimestampSource::parse("processing").is_err());
+    }
+
+    fn at(rfc3339: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(rfc3339)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn ts_placeholders_render_in_the_configured_zone_across_daylight_saving_changes() {
+        let t = KeyTemplate::parse("dt={ts:%Y-%m-%d}/hour={ts:%H}/off={ts:%z}")
+            .unwrap()
+            .in_zone(chrono_tz::America::New_York);
+        let path = |ts: &str| t.render("t", 0, at(ts), &Map::new());
+        // Late on 31 December in New York is already 1 January in UTC.
+        assert_eq!(
+            path("2026-01-01T04:30:00Z"),
+            "dt=2025-12-31/hour=23/off=-0500"
+        );
+        // Spring forward (8 March 2026, 02:00 EST -> 03:00 EDT): no hour 02.
+        assert_eq!(
+            path("2026-03-08T06:59:59Z"),
+            "dt=2026-03-08/hour=01/off=-0500"
+        );
+        assert_eq!(
+            path("2026-03-08T07:00:00Z"),
+            "dt=2026-03-08/hour=03/off=-0400"
+        );
+        // Fall back (1 November 2026, 02:00 EDT -> 01:00 EST): hour 01 twice, one UTC hour
+        // apart, told apart by the offset.
+        assert_eq!(
+            path("2026-11-01T05:30:00Z"),
+            "dt=2026-11-01/hour=01/off=-0400"
+        );
+        assert_eq!(
+            path("2026-11-01T06:30:00Z"),
+            "dt=2026-11-01/hour=01/off=-0500"
+        );
+        assert_eq!(
+            path("2026-11-01T07:30:00Z"),
+            "dt=2026-11-01/hour=02/off=-0500"
+        );
+        // UTC, the default, is unchanged.
+        let utc = KeyTemplate::parse("dt={ts:%Y-%m-%d}/hour={ts:%H}").unwrap();
+        assert_eq!(
+            utc.render("t", 0, at("2026-11-01T05:30:00Z"), &Map::new()),
+            "dt=2026-11-01/hour=05"
+        );
+        assert_eq!(utc.clone().in_zone(chrono_tz::UTC), utc);
+    }
+
+    #[test]
+    fn the_longest_segment_is_measured_on_the_zones_wall_clock() {
+        // Far east of UTC, 23:59 UTC on a Wednesday is a Thursday: the longest day name must
+        // still be counted.
+        let t = KeyTemplate::parse("day={ts:%A}")
+            .unwrap()
+            .in_zone(chrono_tz::Pacific::Kiritimati);
+        assert_eq!(t.longest_segment(), "day=Wednesday".len());
     }
 }

@@ -14,7 +14,7 @@ use aws_credential_types::provider::{ProvideCredentials, future};
 use super::AuthError;
 use super::clock::Clock;
 use crate::store::BoxFuture;
-use crate::telemetry::METRICS;
+use crate::telemetry::{DestinationLabel, METRICS};
 
 /// Credentials with their expiry, as a fetch returns them.
 #[derive(Debug, Clone)]
@@ -113,6 +113,15 @@ impl Inner {
             refresh_in_s = refresh_at.duration_since(now).unwrap_or_default().as_secs(),
             "credentials refreshed");
         METRICS.credential_refreshes.inc();
+        if let Some(secs) = fetched
+            .expiry
+            .and_then(|e| e.duration_since(std::time::UNIX_EPOCH).ok())
+        {
+            METRICS
+                .credential_expiry
+                .get_or_create(&DestinationLabel::new(&self.destination))
+                .set(secs.as_secs() as i64);
+        }
         self.refreshes.fetch_add(1, Ordering::Relaxed);
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Current {
             fetched,

@@ -90,7 +90,21 @@ pub(super) fn auth(
     env: EnvLookup<'_>,
     p: &mut Problems,
 ) -> Option<AuthSettings> {
-    let method = raw.method.as_deref().unwrap_or("static");
+    let has_any_key = raw.access_key_id.is_some()
+        || raw.secret_access_key.is_some()
+        || raw.access_key_id_file.is_some()
+        || raw.secret_access_key_file.is_some()
+        || raw.session_token.is_some()
+        || raw.session_token_file.is_some()
+        || env("S3_ACCESS_KEY_ID").is_some()
+        || env("S3_SECRET_ACCESS_KEY").is_some();
+    // No method and no keys anywhere: the AWS SDK default chain, as every AWS tool does (IRSA,
+    // EKS Pod Identity, instance profiles, SSO profiles, AWS_* variables).
+    let method = match raw.method.as_deref() {
+        Some(method) => method,
+        None if has_any_key || raw.role_arn.is_some() || raw.token_file.is_some() => "static",
+        None => "default",
+    };
     let misplaced = |p: &mut Problems, keys: &[(&str, bool)]| {
         for (key, set) in keys {
             if *set {

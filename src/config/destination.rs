@@ -53,10 +53,26 @@ pub(super) fn destination(
             .map_err(|m| p.push(format!("{at}.url"), m))
             .ok()
     });
+    let zone = match raw.timezone.as_deref() {
+        None => Some(chrono_tz::Tz::UTC),
+        Some(name) => name
+            .parse::<chrono_tz::Tz>()
+            .map_err(|_| {
+                p.push(
+                    format!("{at}.timezone"),
+                    format!(
+                        "unknown time zone {name:?}: use an IANA name such as \"UTC\", \
+                         \"Europe/Berlin\" or \"America/New_York\""
+                    ),
+                )
+            })
+            .ok(),
+    };
     let key_template =
         KeyTemplate::parse(raw.key_template.as_deref().unwrap_or(DEFAULT_KEY_TEMPLATE))
             .map_err(|e| p.push(format!("{at}.key_template"), e.to_string()))
-            .ok();
+            .ok()
+            .map(|t| t.in_zone(zone.unwrap_or(chrono_tz::Tz::UTC)));
     let timestamp = TimestampSource::parse(raw.timestamp.as_deref().unwrap_or("kafka"))
         .map_err(|m| p.push(format!("{at}.timestamp"), m))
         .ok();
@@ -220,6 +236,7 @@ pub(super) fn destination(
         path_style: conn.path_style,
         write,
         key_template: key_template?,
+        timezone: zone?,
         timestamp: timestamp?,
         on_bad_record: on_bad_record?,
         overwrite_protection: raw.overwrite_protection.unwrap_or(true),

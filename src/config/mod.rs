@@ -4,6 +4,7 @@ mod auth;
 mod connection;
 mod destination;
 mod interpolate;
+mod lenient;
 mod raw;
 mod schema;
 mod secret;

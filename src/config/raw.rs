@@ -56,6 +56,7 @@ pub struct RawDestination {
     pub account_id: Option<String>,
     pub region: Option<String>,
     pub endpoint: Option<String>,
+    #[serde(default, deserialize_with = "super::lenient::opt_bool")]
     pub path_style: Option<bool>,
     /// `AES256` or `aws:kms`.
     pub sse: Option<String>,
@@ -64,11 +65,15 @@ pub struct RawDestination {
     pub acl: Option<String>,
     pub storage_class: Option<String>,
     pub key_template: Option<String>,
+    /// The IANA time zone `{ts:…}` renders in (default `UTC`).
+    pub timezone: Option<String>,
     pub timestamp: Option<String>,
     pub on_bad_record: Option<String>,
+    #[serde(default, deserialize_with = "super::lenient::opt_bool")]
     pub overwrite_protection: Option<bool>,
     /// Run the connection test at start-up and consume nothing for this destination until it
     /// passes (default true).
+    #[serde(default, deserialize_with = "super::lenient::opt_bool")]
     pub preflight: Option<bool>,
     #[serde(default)]
     pub auth: RawAuth,
@@ -91,8 +96,10 @@ pub struct RawSchema {
     /// `infer` (the default) or `declared`.
     pub mode: Option<String>,
     /// Infer mode: a type conflict makes the record bad instead of the field a string.
+    #[serde(default, deserialize_with = "super::lenient::opt_bool")]
     pub strict: Option<bool>,
     /// Infer mode: recognise RFC 3339 strings as timestamps and `YYYY-MM-DD` as dates.
+    #[serde(default, deserialize_with = "super::lenient::opt_bool")]
     pub detect_timestamps: Option<bool>,
     /// Fields (dotted paths) kept as JSON text.
     pub json_columns: Option<Vec<String>>,
@@ -113,6 +120,7 @@ pub struct RawColumn {
     pub name: String,
     #[serde(rename = "type")]
     pub ty: String,
+    #[serde(default, deserialize_with = "super::lenient::opt_bool")]
     pub nullable: Option<bool>,
 }
 
@@ -121,7 +129,9 @@ pub struct RawColumn {
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     pub max_record_size: Option<String>,
+    #[serde(default, deserialize_with = "super::lenient::opt_u64")]
     pub max_depth: Option<u64>,
+    #[serde(default, deserialize_with = "super::lenient::opt_u64")]
     pub max_columns: Option<u64>,
 }
 
@@ -162,10 +172,12 @@ pub struct RawAuth {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRotation {
+    #[serde(default, deserialize_with = "super::lenient::opt_u64")]
     pub max_records: Option<u64>,
     pub max_bytes: Option<toml::Value>,
     pub target_file_size: Option<String>,
     pub max_age: Option<String>,
+    #[serde(default, deserialize_with = "super::lenient::opt_u64")]
     pub max_open_paths: Option<u64>,
 }
 
@@ -174,6 +186,7 @@ pub struct RawRotation {
 #[serde(deny_unknown_fields)]
 pub struct RawParquet {
     pub compression: Option<String>,
+    #[serde(default, deserialize_with = "super::lenient::opt_u64")]
     pub row_group_size: Option<u64>,
     pub row_group_bytes: Option<String>,
 }
@@ -183,7 +196,9 @@ pub struct RawParquet {
 #[serde(deny_unknown_fields)]
 pub struct RawWorker {
     pub shutdown_timeout: Option<String>,
+    #[serde(default, deserialize_with = "super::lenient::opt_u64")]
     pub max_in_flight_segments: Option<u64>,
+    #[serde(default, deserialize_with = "super::lenient::opt_u64")]
     pub max_concurrent_uploads: Option<u64>,
     pub max_buffer_bytes: Option<String>,
     pub memory_limit: Option<String>,

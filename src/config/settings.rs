@@ -135,6 +135,9 @@ pub struct DestinationSettings {
     pub write: super::connection::WriteOptions,
     #[serde(serialize_with = "as_template")]
     pub key_template: KeyTemplate,
+    /// The zone `key_template` renders `{ts:…}` in (the template holds it; shown here).
+    #[serde(serialize_with = "as_zone")]
+    pub timezone: chrono_tz::Tz,
     #[serde(serialize_with = "as_timestamp")]
     pub timestamp: TimestampSource,
     pub on_bad_record: BadRecordPolicy,
@@ -348,6 +351,10 @@ pub(super) fn as_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S:
 
 fn as_template<S: Serializer>(t: &KeyTemplate, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(t.as_str())
+}
+
+fn as_zone<S: Serializer>(z: &chrono_tz::Tz, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(z.name())
 }
 
 fn as_timestamp<S: Serializer>(t: &TimestampSource, s: S) -> Result<S::Ok, S::Error> {
@@ -584,15 +591,20 @@ fn check_routing(
 fn telemetry(raw: &RawTelemetry, p: &mut Problems) -> Option<TelemetrySettings> {
     let listen = match &raw.listen {
         None => None,
+        // `:9464`, as Go programs and Prometheus exporters write it: every interface.
         Some(addr) => Some(
-            addr.parse()
-                .map_err(|_| {
-                    p.push(
-                        "telemetry.listen",
-                        format!("{addr:?} is not an address like \"0.0.0.0:9464\""),
-                    )
-                })
-                .ok()?,
+            match addr.strip_prefix(':') {
+                Some(port) => format!("0.0.0.0:{port}"),
+                None => addr.clone(),
+            }
+            .parse()
+            .map_err(|_| {
+                p.push(
+                    "telemetry.listen",
+                    format!("{addr:?} is not an address like \"0.0.0.0:9464\" or \":9464\""),
+                )
+            })
+            .ok()?,
         ),
     };
     Some(TelemetrySettings { listen })

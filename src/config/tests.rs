@@ -474,3 +474,65 @@ fn objects_are_sized_in_parquet_bytes_not_buffered_json() {
     let err = parse_str(&text).unwrap_err().to_string();
     assert!(err.contains("rotation.target_file_size"), "{err}");
 }
+
+#[test]
+fn timezone_takes_iana_names_and_names_the_key_when_unknown() {
+    let with = |zone: &str| format!("{LOCAL}timezone = \"{zone}\"\n");
+    let settings = parse_str(&with("Europe/Berlin")).unwrap();
+    assert_eq!(settings.destinations[0].timezone, chrono_tz::Europe::Berlin);
+    assert_eq!(
+        settings.destinations[0].key_template.zone(),
+        chrono_tz::Europe::Berlin
+    );
+    let err = parse_str(&with("Mars/Olympus_Mons"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("destinations[0].timezone") && err.contains("Mars/Olympus_Mons"),
+        "{err}"
+    );
+    let settings = parse_str(LOCAL).unwrap();
+    assert_eq!(settings.destinations[0].timezone, chrono_tz::UTC);
+}
+
+#[test]
+fn numbers_and_booleans_can_come_from_the_environment() {
+    let text = format!(
+        "{LOCAL}preflight = \"${{PREFLIGHT}}\"\n[destinations.rotation]\nmax_records = \"${{MAX}}\"\n\
+         [worker]\nmemory_limit = \"${{BUDGET}}\"\nmax_concurrent_uploads = \"${{UPLOADS:-3}}\"\n\
+         [telemetry]\nlisten = \":9464\"\n"
+    );
+    let env = |name: &str| match name {
+        "PREFLIGHT" => Some("false".to_string()),
+        "MAX" => Some("5000".to_string()),
+        "BUDGET" => Some("512Mi".to_string()),
+        _ => None,
+    };
+    let settings = parse(Path::new("test.toml"), &text, &env).unwrap();
+    let d = &settings.destinations[0];
+    assert!(!d.preflight);
+    assert_eq!(d.rotation.max_records, 5000);
+    assert_eq!(settings.worker.memory_limit, 512 << 20);
+    assert_eq!(settings.worker.max_concurrent_uploads, 3);
+    assert_eq!(
+        settings.telemetry.listen,
+        Some("0.0.0.0:9464".parse().unwrap())
+    );
+    // A value that is not a number names its key.
+    let env = |name: &str| (name == "MAX").then(|| "lots".to_string());
+    let text = format!("{LOCAL}[destinations.rotation]\nmax_records = \"${{MAX}}\"\n");
+    let err = parse(Path::new("test.toml"), &text, &env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("max_records") && err.contains("\"lots\" is not a non-negative integer"),
+        "{err}"
+    );
+    let err = parse_str(&format!("{LOCAL}preflight = \"yes\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("preflight") && err.contains("true or false"),
+        "{err}"
+    );
+}

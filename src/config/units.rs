@@ -20,9 +20,17 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "MiB" => 1 << 20,
         "GB" => 1_000_000_000,
         "GiB" => 1 << 30,
+        // Kubernetes' quantities, so sizes can be copied between a manifest and the config.
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "k" | "K" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
         other => {
             return Err(format!(
-                "unknown size unit {other:?} in {text:?} (use B, KiB, MiB, GiB, KB, MB or GB)"
+                "unknown size unit {other:?} in {text:?} (use B, KiB, MiB, GiB, KB, MB, GB, \
+                 or Kubernetes' Ki, Mi, Gi, k, M, G)"
             ));
         }
     };
@@ -92,6 +100,11 @@ mod tests {
         assert_eq!(parse_size("1000").unwrap(), 1000);
         assert_eq!(parse_size("1.5KB").unwrap(), 1500);
         assert!(parse_size("12 parsecs").unwrap_err().contains("unit"));
+        // Kubernetes quantities.
+        assert_eq!(parse_size("128Mi").unwrap(), 128 << 20);
+        assert_eq!(parse_size("1Gi").unwrap(), 1 << 30);
+        assert_eq!(parse_size("64Ki").unwrap(), 64 << 10);
+        assert_eq!(parse_size("500M").unwrap(), 500_000_000);
         assert!(parse_size("MiB").is_err());
     }
 

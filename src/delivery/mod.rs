@@ -88,6 +88,8 @@ pub struct SegmentReport {
     pub objects_existing: u64,
     pub rows: u64,
     pub dead_letters: u64,
+    /// The newest Kafka timestamp among the rows delivered.
+    pub newest_timestamp_ms: Option<i64>,
 }
 
 /// A finished delivery task.
@@ -229,6 +231,7 @@ async fn deliver(
     let mut report = SegmentReport {
         rows: seg.files.values().map(|f| f.rows.len() as u64).sum(),
         dead_letters: seg.dead_letter_count,
+        newest_timestamp_ms: seg.newest_timestamp_ms,
         ..SegmentReport::default()
     };
     let (start, end) = (seg.start, seg.end);

@@ -429,7 +429,7 @@ impl Writer {
             .map_err(|e| self.vanished_error(e))?;
             up.parts.push(receipt);
             METRICS.streamed_parts.inc();
-            self.target.health.bytes_uploaded.add(part_size as u64);
+            self.target.health.bytes_uploaded.inc_by(part_size as u64);
             self.held.release(part_size);
         }
         Ok(())
@@ -465,7 +465,7 @@ impl Writer {
             })
             .await
             .map_err(|e| self.upload_error(e))?;
-            count_outcome(&self.target.health, outcome, len as u64);
+            count_outcome(&self.target.health, outcome, len as u64, len as u64);
             self.held.release(len);
             return Ok(StreamReport {
                 outcome,
@@ -473,6 +473,7 @@ impl Writer {
                 parts: 0,
             });
         };
+        let size = up.parts.len() as u64 * self.target.part_size + len as u64;
         if !body.is_empty() {
             let number = up.parts.len() as i32 + 1;
             let last = with_retry(self.retry(), || {
@@ -502,7 +503,7 @@ impl Writer {
                     // An earlier attempt wrote it; this upload's parts are not needed.
                     store.abort_upload(&key, &up.id).await;
                 }
-                count_outcome(&self.target.health, outcome, len as u64);
+                count_outcome(&self.target.health, outcome, len as u64, size);
                 Ok(StreamReport {
                     outcome,
                     rows,

@@ -98,18 +98,22 @@ pub async fn put_with_retry(
 ) -> Result<PutOutcome, UploadError> {
     let len = body.len() as u64;
     let outcome = with_retry(cx, || store.put_if_absent(key, body.clone(), metadata)).await?;
-    count_outcome(cx.health, outcome, len);
+    count_outcome(cx.health, outcome, len, len);
     Ok(outcome)
 }
 
-/// Counts a written object on its destination.
-pub fn count_outcome(health: &DestinationHealth, outcome: PutOutcome, len: u64) {
+/// Counts a written object of `size` bytes on its destination; `uploaded` of them went up in
+/// the request that completed it (the parts before it were counted as they went).
+pub fn count_outcome(health: &DestinationHealth, outcome: PutOutcome, uploaded: u64, size: u64) {
     match outcome {
         PutOutcome::Created => {
             health.objects_created.inc();
-            health.bytes_uploaded.add(len);
+            health.bytes_uploaded.inc_by(uploaded);
+            health.object_size.observe(size as f64);
         }
-        PutOutcome::AlreadyExists => health.objects_existing.inc(),
+        PutOutcome::AlreadyExists => {
+            health.objects_existing.inc();
+        }
     }
 }
 
@@ -142,7 +146,12 @@ where
                 () = shutdown.cancelled() => return Err(UploadError::Cancelled),
                 slot = slots.acquire() => slot.map_err(|_| UploadError::Cancelled)?,
             };
-            op().await
+            let began = std::time::Instant::now();
+            op().await.inspect(|_| {
+                health
+                    .upload_duration
+                    .observe(began.elapsed().as_secs_f64());
+            })
         };
         let error = match attempted {
             Ok(done) => {

@@ -74,11 +74,11 @@ impl Pipeline {
     pub fn publish_gauges(&self) {
         METRICS
             .partitions_assigned
-            .set(self.protocol.owned() as u64);
+            .set(self.protocol.owned() as i64);
         METRICS
             .segments_in_flight
-            .set(self.delivery.in_flight() as u64);
-        METRICS.buffered_bytes.set(self.held_bytes() as u64);
+            .set(self.delivery.in_flight() as i64);
+        METRICS.buffered_bytes.set(self.held_bytes() as i64);
     }
 
     /// Memory held by segments not yet handed to delivery: open ones, and sealed ones (waiting

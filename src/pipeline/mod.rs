@@ -577,7 +577,12 @@ impl Pipeline {
         };
         self.stats.segments_delivered += 1;
         METRICS.segments_delivered.inc();
-        METRICS.records_dead_lettered.add(report.dead_letters);
+        if let Some(d) = self.router.destinations.get(c.destination) {
+            d.target
+                .health
+                .delivered(report.rows, report.newest_timestamp_ms);
+        }
+        METRICS.records_dead_lettered.inc_by(report.dead_letters);
         self.stats.rows_written += report.rows;
         self.stats.dead_lettered += report.dead_letters;
         self.stats.objects_created += report.objects_created;

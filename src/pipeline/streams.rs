@@ -188,7 +188,7 @@ impl Pipeline {
         self.open_bytes = (self.open_bytes + after).saturating_sub(before);
         if packed {
             self.stats.packed_bytes += raw as u64;
-            METRICS.payload_bytes_packed.add(raw as u64);
+            METRICS.payload_bytes_packed.inc_by(raw as u64);
         }
         true
     }

@@ -9,6 +9,7 @@ use crate::delivery::PartitionKey;
 use crate::protocol::Commit;
 use crate::source::commit::KafkaCommitter;
 use crate::source::kafka::TopicPartition;
+use crate::telemetry::METRICS;
 
 pub(super) type CommitBatch = Vec<Commit<PartitionKey>>;
 
@@ -48,7 +49,11 @@ pub(super) fn spawn_committer(committer: KafkaCommitter) -> CommitTask {
                     })
                     .collect()
             };
+            let began = std::time::Instant::now();
             let (sent, result) = committer.commit(offsets(&batch)).await;
+            METRICS
+                .commit_duration
+                .observe(began.elapsed().as_secs_f64());
             let batch: CommitBatch = batch.into_iter().filter(|c| was_sent(&sent, c)).collect();
             let answer = match result {
                 Ok(()) => CommitAnswer {

@@ -140,7 +140,7 @@ impl<S: OffsetStore> Driver<S> {
             error,
         } = answer;
         if !acknowledged.is_empty() {
-            METRICS.commits.add(acknowledged.len() as u64);
+            METRICS.commits.inc_by(acknowledged.len() as u64);
             self.pipeline.commits_acknowledged(&acknowledged);
         }
         if failed.is_empty() {
@@ -263,13 +263,22 @@ pub(super) async fn run<S: Source>(
     let mut tick = interval(period);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let released = driver.pipeline.stream_memory();
+    health.running();
     loop {
         let wants_events = source.wants_events(driver);
         tokio::select! {
             biased;
-            () = shutdown.cancelled(), if !driver.shutting_down() => driver.shut_down(),
+            () = shutdown.cancelled(), if !driver.shutting_down() => {
+                health.stopping();
+                driver.shut_down();
+            }
             answer = driver.store.answer() => match answer {
-                Some(answer) => driver.on_answer(answer)?,
+                Some(answer) => {
+                    for c in &answer.acknowledged {
+                        health.partition_committed(&c.partition.0, c.partition.1, c.point.offset);
+                    }
+                    driver.on_answer(answer)?;
+                }
                 // Nothing would ever be committed again: waiting would hang a `--once` run.
                 None => return Err(store_gone()),
             },

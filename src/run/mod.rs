@@ -23,7 +23,9 @@ use crate::protocol::{Lineage, Settings as ProtocolSettings};
 use crate::source::file::FileSourceError;
 use crate::source::kafka::KafkaSourceError;
 use crate::store::{StoreError, build_store, key_prefix};
-use crate::telemetry::{DestinationHealth, Health, ServeError};
+use crate::telemetry::{
+    DestinationHealth, Health, METRICS, ProgressMode, ServeError, spawn_progress,
+};
 
 /// How a run ends.
 #[derive(Debug, Clone, Copy, Default)]
@@ -31,6 +33,10 @@ pub struct RunOptions {
     /// Drain every assigned partition up to the high watermark seen at assignment, deliver,
     /// commit and return.
     pub once: bool,
+    /// How a bounded run (`once`, a file) reports its progress.
+    pub progress: ProgressMode,
+    /// Time between progress log lines (`ProgressMode::Log`).
+    pub progress_every: Duration,
 }
 
 /// Why a run failed. Nothing was committed past the failure, so no data is lost.
@@ -132,6 +138,9 @@ pub async fn run(
             .collect(),
     ));
     health.beat();
+    METRICS
+        .memory_limit_bytes
+        .set(settings.worker.memory_limit as i64);
     let endpoint = match settings.telemetry.listen {
         Some(addr) => Some(crate::telemetry::serve(addr, health.clone()).await?.1),
         None => None,
@@ -193,6 +202,16 @@ pub async fn run(
     };
     let pipeline = Pipeline::new(destinations, delivery, limits, protocol, file_name);
     let _stop_uploads_on_exit = uploads_stop.clone().drop_guard();
+    let stop_progress = CancellationToken::new();
+    let progress = match bounded {
+        true => spawn_progress(
+            health.clone(),
+            options.progress,
+            options.progress_every,
+            stop_progress.clone(),
+        ),
+        false => None,
+    };
     let result = match &settings.source {
         SourceSettings::File(f) => {
             let stops = Stops {
@@ -217,6 +236,10 @@ pub async fn run(
             .await
         }
     };
+    stop_progress.cancel();
+    if let Some(progress) = progress {
+        let _ = progress.await;
+    }
     if let Ok(stats) = &result {
         tracing::info!(?stats, "run finished");
     }

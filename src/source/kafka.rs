@@ -549,6 +549,27 @@ impl KafkaSource {
         (self.consumer.clone(), self.ownership.clone())
     }
 
+    /// The partition's log end offset as librdkafka last saw it (updated with every fetch
+    /// response; no request is made). `None` before it is known.
+    pub fn log_end(&self, topic: &str, partition: i32) -> Option<i64> {
+        // rdkafka wraps only the blocking query (`fetch_watermarks`); this one reads
+        // librdkafka's cache and is cheap enough for the run loop's tick.
+        let topic = CString::new(topic).ok()?;
+        let (mut low, mut high) = (-1i64, -1i64);
+        // SAFETY: the client outlives the call; `topic` is a valid C string for its duration
+        // and the out-pointers point at live locals.
+        let err = unsafe {
+            rdkafka::bindings::rd_kafka_get_watermark_offsets(
+                self.consumer.client().native_ptr(),
+                topic.as_ptr(),
+                partition,
+                &mut low,
+                &mut high,
+            )
+        };
+        (err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
+    }
+
     /// Pauses fetching for the assigned partitions `pause` selects and resumes the others;
     /// callbacks are still served. Returns how many partitions are paused.
     pub fn apply_pause(&self, pause: impl Fn(&str, i32) -> bool) -> usize {

@@ -173,7 +173,9 @@ impl S3Store {
             .send()
             .await;
         match result {
-            Ok(_) => METRICS.multipart_aborts.inc(),
+            Ok(_) => {
+                METRICS.multipart_aborts.inc();
+            }
             Err(e) => {
                 let error = self.error("AbortMultipartUpload", key, &e);
                 if error.code.as_deref() == Some("NoSuchUpload") {

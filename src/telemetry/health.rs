@@ -1,15 +1,28 @@
 //! Health of the worker and of each destination: what `/healthz`, `/readyz` and the
-//! per-destination metrics report.
+//! per-destination metrics report, and how far behind each partition is.
+//!
+//! Readiness is the process's, not its destinations': `/readyz` answers 200 once the run
+//! loop turns and until a shutdown begins. A destination that refuses uploads (one customer's
+//! revoked role) pauses only its own partitions and shows in `/healthz`'s document and in
+//! `pail_destination_up`; were it to make replicas not ready, every replica of a fleet would
+//! drop out of rotation at once, and rollouts and node drains under a PodDisruptionBudget
+//! would stall on a fault no restart can fix.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+
 use serde::Serialize;
 
-use super::metrics::{Counter, METRICS};
+use super::metrics::{DestinationLabel, METRICS};
 use crate::store::StoreError;
 
 /// Why a destination is not writable right now.
@@ -33,27 +46,53 @@ pub struct DestinationHealth {
     failure: Mutex<Option<Failure>>,
     /// The one upload a failing destination may attempt at a time.
     probe: tokio::sync::Semaphore,
+    /// Its series of the process-wide families (shared with the registry).
+    pub records_delivered: Counter,
     pub objects_created: Counter,
     pub objects_existing: Counter,
     pub bytes_uploaded: Counter,
     pub transient_errors: Counter,
     pub permanent_errors: Counter,
+    pub upload_duration: Histogram,
+    pub object_size: Histogram,
+    /// The newest Kafka timestamp (ms) among the records delivered; `i64::MIN` before any.
+    newest_delivered_ms: AtomicI64,
 }
 
 impl DestinationHealth {
     /// A healthy destination called `name`.
     pub fn new(name: &str) -> Self {
+        let label = DestinationLabel::new(name);
+        let m = &*METRICS;
         Self {
             name: name.to_string(),
             failing: AtomicBool::new(false),
             failure: Mutex::new(None),
             probe: tokio::sync::Semaphore::new(1),
-            objects_created: Counter::new(),
-            objects_existing: Counter::new(),
-            bytes_uploaded: Counter::new(),
-            transient_errors: Counter::new(),
-            permanent_errors: Counter::new(),
+            records_delivered: m.records_delivered.get_or_create(&label).clone(),
+            objects_created: m.objects_created.get_or_create(&label).clone(),
+            objects_existing: m.objects_existing.get_or_create(&label).clone(),
+            bytes_uploaded: m.bytes_uploaded.get_or_create(&label).clone(),
+            transient_errors: m.transient_errors.get_or_create(&label).clone(),
+            permanent_errors: m.permanent_errors.get_or_create(&label).clone(),
+            upload_duration: m.upload_duration.get_or_create(&label).clone(),
+            object_size: m.object_size.get_or_create(&label).clone(),
+            newest_delivered_ms: AtomicI64::new(i64::MIN),
         }
+    }
+
+    /// A segment's `rows`, whose newest Kafka timestamp is `newest_ms`, are durable.
+    pub fn delivered(&self, rows: u64, newest_ms: Option<i64>) {
+        self.records_delivered.inc_by(rows);
+        if let Some(ms) = newest_ms {
+            self.newest_delivered_ms.fetch_max(ms, Ordering::Relaxed);
+        }
+    }
+
+    /// The newest Kafka timestamp (ms since the epoch) delivered so far.
+    pub fn newest_delivered_ms(&self) -> Option<i64> {
+        let ms = self.newest_delivered_ms.load(Ordering::Relaxed);
+        (ms != i64::MIN).then_some(ms)
     }
 
     /// The destination's name.
@@ -146,28 +185,59 @@ pub struct StoppedPartition {
     pub since_unix: u64,
 }
 
-/// The worker's health: its destinations, its stopped partitions and a heartbeat from the run
-/// loop.
+/// The worker's health: its destinations, its stopped partitions, each partition's progress
+/// and a heartbeat from the run loop.
 #[derive(Debug)]
 pub struct Health {
     destinations: Vec<Arc<DestinationHealth>>,
     stopped: Mutex<BTreeMap<(String, i32), StoppedPartition>>,
+    /// Where each owned partition's commit and log end stand.
+    progress: Mutex<BTreeMap<(String, i32), Progress>>,
     started: Instant,
     /// Milliseconds after `started` of the run loop's last turn.
     heartbeat_ms: AtomicU64,
+    /// The run loop has turned at least once.
+    running: AtomicBool,
+    /// A shutdown began: the worker drains and takes no new work.
+    stopping: AtomicBool,
+}
+
+/// Where a partition stands: its consumer lag is `high - committed`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Progress {
+    /// Where this worker started reading it.
+    start: i64,
+    /// The offset this worker's commits have reached (where it started, before its first).
+    committed: Option<i64>,
+    /// The log end offset (high watermark) last seen.
+    high: Option<i64>,
+}
+
+/// The worker's progress as [`Health::totals`] sums it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Partitions owned.
+    pub partitions: u64,
+    /// Offsets committed since each partition started (records, bad ones included).
+    pub committed: u64,
+    /// Offsets from each partition's start to its log end: `committed` when it has caught up.
+    pub to_end: u64,
+    /// Rows delivered to every destination.
+    pub delivered_rows: u64,
 }
 
 /// The run loop must turn at least this often to count as live.
 pub const STALL_AFTER: Duration = Duration::from_secs(60);
 
-/// `/readyz` and `/healthz` in one document.
+/// `/healthz` and `/readyz` in one document.
 #[derive(Debug, Serialize)]
 pub struct HealthReport {
     /// `ok`, or `degraded` when a destination refuses uploads or a partition is stopped.
     pub status: &'static str,
     /// The run loop turned within the last minute.
     pub live: bool,
-    /// Every destination accepts uploads and no partition is stopped.
+    /// The worker can do its work: the run loop turns and no shutdown has begun. A failing
+    /// destination does not make the worker not ready (see the module's documentation).
     pub ready: bool,
     pub destinations: Vec<DestinationReport>,
     /// Partitions stopped on a consume error, until they are revoked (a restart or a
@@ -191,8 +261,11 @@ impl Health {
         Self {
             destinations,
             stopped: Mutex::new(BTreeMap::new()),
+            progress: Mutex::new(BTreeMap::new()),
             started: Instant::now(),
             heartbeat_ms: AtomicU64::new(0),
+            running: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
         }
     }
 
@@ -200,6 +273,17 @@ impl Health {
     pub fn beat(&self) {
         let ms = self.started.elapsed().as_millis() as u64;
         self.heartbeat_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The run loop started: start-up checks are over and records flow.
+    pub fn running(&self) {
+        self.running.store(true, Ordering::Relaxed);
+    }
+
+    /// A shutdown began: not ready from now on (an orchestrator sends no new work to a
+    /// worker that drains).
+    pub fn stopping(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
     }
 
     /// A partition stopped at `offset` because librdkafka could not read it.
@@ -222,12 +306,85 @@ impl Health {
             );
     }
 
-    /// A partition left this worker: whatever stopped it is its next owner's to find.
+    /// A stopped partition left this worker, or is read again: whatever stopped it is its
+    /// next reader's to find.
     pub fn partition_released(&self, topic: &str, partition: i32) {
         self.stopped
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&(topic.to_string(), partition));
+    }
+
+    /// The partition is read from `from` (everything before it is delivered or was
+    /// skipped) and its log ends at `high`.
+    pub fn partition_started(&self, topic: &str, partition: i32, from: i64, high: i64) {
+        self.progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                (topic.to_string(), partition),
+                Progress {
+                    start: from,
+                    committed: Some(from),
+                    high: Some(high),
+                },
+            );
+    }
+
+    /// The group coordinator acknowledged a commit of the partition at `offset`.
+    pub fn partition_committed(&self, topic: &str, partition: i32, offset: i64) {
+        let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = progress.get_mut(&(topic.to_string(), partition)) {
+            p.committed = Some(offset);
+        }
+    }
+
+    /// The partition's log ends at `high` now.
+    pub fn partition_log_end(&self, topic: &str, partition: i32, high: i64) {
+        let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = progress.get_mut(&(topic.to_string(), partition)) {
+            p.high = Some(high);
+        }
+    }
+
+    /// The partition left this worker: its lag is its next owner's to report.
+    pub fn partition_revoked(&self, topic: &str, partition: i32) {
+        self.progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(topic.to_string(), partition));
+    }
+
+    /// Each owned partition's consumer lag in records: its log end minus its commit.
+    pub fn lag(&self) -> Vec<((String, i32), i64)> {
+        self.progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|(tp, p)| Some((tp.clone(), (p.high? - p.committed?).max(0))))
+            .collect()
+    }
+
+    /// The whole worker's progress: offsets committed since each partition started, offsets
+    /// from there to each log end, and rows delivered.
+    pub fn totals(&self) -> Totals {
+        let mut totals = Totals {
+            delivered_rows: self
+                .destinations
+                .iter()
+                .map(|d| d.records_delivered.get())
+                .sum(),
+            ..Totals::default()
+        };
+        let progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        for p in progress.values() {
+            let committed = p.committed.unwrap_or(p.start);
+            let high = p.high.unwrap_or(committed).max(committed);
+            totals.partitions += 1;
+            totals.committed += (committed - p.start).max(0) as u64;
+            totals.to_end += (high - p.start).max(0) as u64;
+        }
+        totals
     }
 
     /// The partitions stopped now.
@@ -262,77 +419,93 @@ impl Health {
                 }
             })
             .collect();
-        // A stopped partition delivers nothing until someone acts (or its retry passes): not
-        // ready, so that the orchestrator's readiness alerting sees it.
         let stopped_partitions = self.stopped_partitions();
-        let ready =
-            destinations.iter().all(|d| d.failure.is_none()) && stopped_partitions.is_empty();
+        let degraded =
+            destinations.iter().any(|d| d.failure.is_some()) || !stopped_partitions.is_empty();
+        let live = since_beat < STALL_AFTER;
         HealthReport {
-            status: if ready { "ok" } else { "degraded" },
-            live: since_beat < STALL_AFTER,
-            ready,
+            status: if degraded { "degraded" } else { "ok" },
+            live,
+            ready: live
+                && self.running.load(Ordering::Relaxed)
+                && !self.stopping.load(Ordering::Relaxed),
             destinations,
             stopped_partitions,
         }
     }
+}
 
-    /// Every metric, process-wide and per destination, in the Prometheus text format.
-    pub fn render_metrics(&self) -> String {
-        let mut out = String::with_capacity(4096);
-        METRICS.render(&mut out);
-        let stopped = self.stopped.lock().unwrap_or_else(|p| p.into_inner()).len();
-        super::metrics::family(
-            &mut out,
+/// Reads the health state at each scrape: destination up and freshness, stopped partitions,
+/// consumer lag.
+#[derive(Debug)]
+pub struct HealthCollector(pub Arc<Health>);
+
+impl Collector for HealthCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let health = &self.0;
+        let stopped = health
+            .stopped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        let gauge = ConstGauge::new(stopped as i64);
+        gauge.encode(encoder.encode_descriptor(
             "pail_partitions_stopped",
-            "gauge",
             "Owned partitions stopped on a Kafka consume error (see /healthz).",
-            stopped as u64,
-        );
-        type Pick = fn(&DestinationHealth) -> u64;
-        let families: [(&str, &str, &str, Pick); 6] = [
+            None,
+            MetricType::Gauge,
+        )?)?;
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        type Pick = fn(&DestinationHealth, i64) -> Option<f64>;
+        let per_destination: [(&str, &str, Pick); 3] = [
             (
                 "pail_destination_up",
-                "gauge",
                 "1 when the destination accepts uploads, 0 while it refuses them.",
-                |d| u64::from(!d.failing()),
+                |d, _| Some(f64::from(u8::from(!d.failing()))),
             ),
             (
-                "pail_objects_created_total",
-                "counter",
-                "Objects written.",
-                |d| d.objects_created.get(),
+                "pail_last_delivered_timestamp_seconds",
+                "The newest Kafka timestamp among the records delivered to the destination                  (Unix time).",
+                |d, _| d.newest_delivered_ms().map(|ms| ms as f64 / 1000.0),
             ),
             (
-                "pail_objects_existing_total",
-                "counter",
-                "Uploads answered 412: an earlier attempt had written the object.",
-                |d| d.objects_existing.get(),
-            ),
-            (
-                "pail_uploaded_bytes_total",
-                "counter",
-                "Bytes of objects written.",
-                |d| d.bytes_uploaded.get(),
-            ),
-            (
-                "pail_upload_transient_errors_total",
-                "counter",
-                "Upload attempts failed with a retryable error.",
-                |d| d.transient_errors.get(),
-            ),
-            (
-                "pail_upload_permanent_errors_total",
-                "counter",
-                "Upload attempts refused (access, bucket, credentials).",
-                |d| d.permanent_errors.get(),
+                "pail_freshness_seconds",
+                "Seconds between now and the newest Kafka timestamp delivered to the                  destination: how far behind its data is.",
+                |d, now| {
+                    d.newest_delivered_ms()
+                        .map(|ms| (now - ms).max(0) as f64 / 1000.0)
+                },
             ),
         ];
-        for (name, kind, help, pick) in families {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for d in &self.destinations {
-                let _ = writeln!(out, "{name}{{destination=\"{}\"}} {}", d.name, pick(d));
+        for (name, help, pick) in per_destination {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for d in &health.destinations {
+                if let Some(v) = pick(d, now_ms) {
+                    let label = DestinationLabel::new(&d.name);
+                    ConstGauge::new(v).encode(family.encode_family(&label)?)?;
+                }
             }
         }
-        out
+        let lag = health.lag();
+        let mut family = encoder.encode_descriptor(
+            "pail_consumer_lag_records",
+            "Records of each owned partition not yet committed: its log end offset minus              this worker's commit.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for ((topic, partition), records) in lag {
+            let label = PartitionLabel { topic, partition };
+            ConstGauge::new(records).encode(family.encode_family(&label)?)?;
+        }
+        Ok(())
     }
+}
+
+/// The labels of a per-partition series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabel {
+    topic: String,
+    partition: i32,
 }

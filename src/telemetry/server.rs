@@ -1,23 +1,33 @@
-//! The health and metrics endpoint: `/healthz` (the run loop turns), `/readyz` (every
-//! destination accepts uploads) and `/metrics` (Prometheus text format).
-//!
-//! Three read-only GET routes need no HTTP framework: each connection gets one bounded,
-//! time-limited request and one answer, then is closed.
+//! The health and metrics endpoint, served by hyper (HTTP/1.1, keep-alive, HEAD):
+//! `/livez` (alias `/healthz`: the run loop turns), `/readyz` (the worker can do its work) and
+//! `/metrics` (OpenMetrics text, which Prometheus scrapes).
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use super::health::Health;
+use super::health::{Health, HealthCollector};
+use super::metrics::METRICS;
+use super::process::ProcessCollector;
 
 /// Longest request head accepted.
 const MAX_HEAD: usize = 8 * 1024;
-/// Time a client gets to send its request.
+/// Time a client gets to send a request head.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// The OpenMetrics text format's media type.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The endpoint could not start.
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +37,14 @@ pub struct ServeError {
     source: std::io::Error,
 }
 
-/// Binds `addr` and serves `health` until the returned task is aborted.
+/// What the endpoint answers from.
+#[derive(Debug)]
+struct Endpoint {
+    health: Arc<Health>,
+    registry: Registry,
+}
+
+/// Binds `addr` and serves `health` and the metrics until the returned task is aborted.
 pub async fn serve(
     addr: SocketAddr,
     health: Arc<Health>,
@@ -37,93 +54,96 @@ pub async fn serve(
         .map_err(|source| ServeError { addr, source })?;
     let local = listener.local_addr().unwrap_or(addr);
     tracing::info!(address = %local, "health and metrics endpoint listening");
+    let mut registry = Registry::default();
+    METRICS.register(&mut registry);
+    registry.register_collector(Box::new(HealthCollector(health.clone())));
+    registry.register_collector(Box::new(ProcessCollector));
+    let endpoint = Arc::new(Endpoint { health, registry });
     let task = tokio::spawn(async move {
         loop {
-            match listener.accept().await {
-                Ok((socket, _)) => {
-                    let health = health.clone();
-                    tokio::spawn(async move {
-                        let _ =
-                            tokio::time::timeout(READ_TIMEOUT * 2, answer(socket, &health)).await;
-                    });
-                }
+            let socket = match listener.accept().await {
+                Ok((socket, _)) => socket,
                 Err(e) => {
                     tracing::warn!(error = %e, "telemetry endpoint: accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
                 }
-            }
+            };
+            let endpoint = endpoint.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let endpoint = endpoint.clone();
+                    async move { Ok::<_, Infallible>(endpoint.answer(&req)) }
+                });
+                // A client that stalls mid-head is dropped after READ_TIMEOUT; an idle
+                // keep-alive connection is closed after the same time.
+                let _ = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(READ_TIMEOUT)
+                    .max_buf_size(MAX_HEAD)
+                    .serve_connection(TokioIo::new(socket), service)
+                    .await;
+            });
         }
     });
     Ok((local, task))
 }
 
-/// Reads one request head and writes one response.
-async fn answer(mut socket: TcpStream, health: &Health) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    let complete = tokio::time::timeout(READ_TIMEOUT, async {
-        loop {
-            let n = socket.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok::<bool, std::io::Error>(false);
-            }
-            head.extend_from_slice(&chunk[..n]);
-            if head.windows(4).any(|w| w == b"\r\n\r\n") {
-                return Ok(true);
-            }
-            if head.len() > MAX_HEAD {
-                return Ok(false);
-            }
+impl Endpoint {
+    /// The answer to one request. HEAD gets GET's head: hyper sends no body for it.
+    fn answer<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return response;
         }
-    })
-    .await;
-    let (status, content_type, body) = match complete {
-        Ok(Ok(true)) => route(&head, health),
-        Ok(Ok(false)) => (400, "text/plain", "bad request\n".to_string()),
-        Ok(Err(e)) => return Err(e),
-        Err(_) => (408, "text/plain", "request timeout\n".to_string()),
-    };
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        _ => "Service Unavailable",
-    };
-    let response = format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    socket.write_all(response.as_bytes()).await?;
-    socket.shutdown().await
+        // Live: the run loop turns. Ready: live, started and not shutting down.
+        let json = |need_ready: bool| {
+            let report = self.health.report();
+            let body = serde_json::to_string_pretty(&report).unwrap_or_default() + "\n";
+            let ok = report.live && (report.ready || !need_ready);
+            let status = match ok {
+                true => StatusCode::OK,
+                false => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            with_type(status, body, "application/json")
+        };
+        match req.uri().path() {
+            "/livez" | "/healthz" => json(false),
+            "/readyz" => json(true),
+            "/metrics" => {
+                let mut body = String::with_capacity(16 * 1024);
+                match prometheus_client::encoding::text::encode(&mut body, &self.registry) {
+                    Ok(()) => with_type(StatusCode::OK, body, OPENMETRICS),
+                    Err(_) => plain(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "the metrics could not be encoded\n",
+                    ),
+                }
+            }
+            _ => plain(
+                StatusCode::NOT_FOUND,
+                "not found (try /livez, /readyz, /healthz or /metrics)\n",
+            ),
+        }
+    }
 }
 
-/// Picks the answer for a request head.
-fn route(head: &[u8], health: &Health) -> (u16, &'static str, String) {
-    let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut parts = line.split(' ');
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    if method != "GET" {
-        return (405, "text/plain", "only GET is served\n".to_string());
-    }
-    let path = target.split('?').next().unwrap_or("");
-    // Live: the run loop turns. Ready: live, and every destination accepts uploads.
-    let json = |need_ready: bool| {
-        let report = health.report();
-        let body = serde_json::to_string_pretty(&report).unwrap_or_default() + "\n";
-        let ok = report.live && (report.ready || !need_ready);
-        (if ok { 200 } else { 503 }, "application/json", body)
-    };
-    match path {
-        "/healthz" | "/livez" => json(false),
-        "/readyz" => json(true),
-        "/metrics" => (200, "text/plain; version=0.0.4", health.render_metrics()),
-        _ => (
-            404,
-            "text/plain",
-            "not found (try /healthz, /readyz or /metrics)\n".to_string(),
-        ),
-    }
+fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    with_type(status, body.to_string(), "text/plain; charset=utf-8")
+}
+
+fn with_type(
+    status: StatusCode,
+    body: String,
+    content_type: &'static str,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
 }

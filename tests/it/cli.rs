@@ -316,3 +316,103 @@ async fn missing_bucket_fails_naming_the_bucket_and_loses_nothing() {
     );
     assert!(!e.contains(SECRET_KEY) && !e.contains("panicked"), "{e}");
 }
+
+#[tokio::test]
+async fn version_names_the_commit_and_every_flag_has_help() {
+    let o = pail(&["--version"], repo(), &[]).await;
+    assert!(o.status.success());
+    let version = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        version.starts_with(&format!("pail {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{version}"
+    );
+    for sub in [
+        "run",
+        "check-config",
+        "connection-test",
+        "policy",
+        "healthcheck",
+        "completions",
+    ] {
+        let o = pail(&[sub, "--help"], repo(), &[]).await;
+        assert!(o.status.success(), "{sub} --help");
+        let help = String::from_utf8_lossy(&o.stdout).into_owned();
+        // Every option has a description: after its name on the same line, or on the lines
+        // below it, indented deeper (clap's layout when some help is long).
+        let lines: Vec<&str> = help.lines().collect();
+        let is_option = |text: &str| {
+            text.starts_with("--")
+                || (text.starts_with('-')
+                    && text
+                        .chars()
+                        .nth(1)
+                        .is_some_and(|c| c.is_ascii_alphanumeric()))
+        };
+        for (i, line) in lines.iter().enumerate() {
+            let trimmed = line.trim_start();
+            if !is_option(trimmed) {
+                continue;
+            }
+            let indent = line.len() - trimmed.len();
+            let same_line = trimmed
+                .split_once("  ")
+                .is_some_and(|(_, text)| !text.trim().is_empty());
+            let below = lines.get(i + 1).is_some_and(|next| {
+                let text = next.trim_start();
+                !text.is_empty() && !is_option(text) && next.len() - text.len() > indent
+            });
+            let described = same_line || below;
+            assert!(described, "{sub}: an option without help: {line:?}\n{help}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn completions_are_printed_for_each_shell() {
+    for (shell, marker) in [
+        ("bash", "complete -F _pail"),
+        ("zsh", "#compdef pail"),
+        ("fish", "complete -c pail"),
+    ] {
+        let o = pail(&["completions", shell], repo(), &[]).await;
+        assert!(o.status.success(), "{shell}: {}", stderr(&o));
+        let script = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(script.contains(marker), "{shell}: {script}");
+        assert!(script.contains("connection-test"), "{shell}");
+    }
+}
+
+#[tokio::test]
+async fn healthcheck_asks_the_endpoint_and_fails_when_nobody_answers() {
+    use pail::telemetry::{DestinationHealth, Health};
+    use std::sync::Arc;
+    let health = Arc::new(Health::new(vec![Arc::new(DestinationHealth::new("d"))]));
+    health.beat();
+    let (addr, task) = pail::telemetry::serve("127.0.0.1:0".parse().unwrap(), health.clone())
+        .await
+        .unwrap();
+    let url = |path: &str| format!("http://{addr}{path}");
+    let live = pail(&["healthcheck", "--url", &url("/livez")], repo(), &[]).await;
+    assert!(live.status.success(), "{}", stderr(&live));
+    // Not ready until the run loop turns: exit 1, naming the answer.
+    let ready = pail(&["healthcheck", "--url", &url("/readyz")], repo(), &[]).await;
+    assert_eq!(ready.status.code(), Some(1));
+    assert!(stderr(&ready).contains("503"), "{}", stderr(&ready));
+    health.running();
+    let ready = pail(&["healthcheck", "--url", &url("/readyz")], repo(), &[]).await;
+    assert!(ready.status.success(), "{}", stderr(&ready));
+    task.abort();
+    // Nobody listens any more.
+    let gone = pail(
+        &["healthcheck", "--url", &url("/livez"), "--timeout", "2"],
+        repo(),
+        &[],
+    )
+    .await;
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(
+        stderr(&gone).contains("cannot connect"),
+        "{}",
+        stderr(&gone)
+    );
+}

@@ -60,8 +60,9 @@ async fn create_late_bucket(s3: &TestS3, late: &Path, addr: &str, n: usize) {
         delivered(late).len() == n
     })
     .await;
-    eventually("ready again", Duration::from_secs(30), || async {
-        get(addr, "/readyz").await.0 == 200
+    eventually("healthy again", Duration::from_secs(30), || async {
+        let (status, body) = get(addr, "/healthz").await;
+        status == 200 && body.contains("\"status\": \"ok\"")
     })
     .await;
 }
@@ -136,13 +137,21 @@ async fn a_destination_failing_its_start_up_test_is_not_consumed_until_it_passes
         delivered(&good).len() == 200
     })
     .await;
-    // `bad` failed its connection test: not ready, with the classified cause, and its topic
-    // was never subscribed (only topic a's records were consumed).
-    let (status, body) = get(addr, "/readyz").await;
-    assert_eq!(status, 503, "{body}");
+    // `bad` failed its connection test: degraded, with the classified cause, and its topic
+    // was never subscribed (only topic a's records were consumed). The worker stays ready:
+    // one destination's fault must not take every replica of a fleet out of rotation.
+    let (status, body) = get(addr, "/healthz").await;
+    assert_eq!(status, 200, "{body}");
     assert!(
-        body.contains("NoSuchBucket") && body.contains("no_such_bucket"),
+        body.contains("NoSuchBucket")
+            && body.contains("no_such_bucket")
+            && body.contains("\"status\": \"degraded\""),
         "{body}"
+    );
+    let (status, body) = get(addr, "/readyz").await;
+    assert_eq!(
+        status, 200,
+        "a failing destination leaves the worker ready: {body}"
     );
     let (_, metrics) = get(addr, "/metrics").await;
     assert!(
@@ -177,12 +186,15 @@ async fn a_refusing_destination_pauses_only_its_partitions_and_catches_up_once_f
     })
     .await;
     eventually("bad shown as failing", Duration::from_secs(60), || async {
-        let (status, body) = get(addr, "/readyz").await;
-        status == 503 && body.contains("NoSuchBucket") && body.contains("\"failing\"")
+        let (status, body) = get(addr, "/healthz").await;
+        status == 200 && body.contains("NoSuchBucket") && body.contains("\"failing\"")
     })
     .await;
-    let (status, body) = get(addr, "/healthz").await;
-    assert_eq!(status, 200, "{body}");
+    let (status, body) = get(addr, "/readyz").await;
+    assert_eq!(
+        status, 200,
+        "a failing destination leaves the worker ready: {body}"
+    );
     eventually(
         "bad's partitions paused",
         Duration::from_secs(30),
@@ -226,28 +238,53 @@ async fn the_endpoint_answers_hostile_requests_and_keeps_serving() {
     use pail::telemetry::{DestinationHealth, Health};
     let health = Arc::new(Health::new(vec![Arc::new(DestinationHealth::new("d"))]));
     health.beat();
-    let (addr, task) = pail::telemetry::serve("127.0.0.1:0".parse().unwrap(), health)
+    let (addr, task) = pail::telemetry::serve("127.0.0.1:0".parse().unwrap(), health.clone())
         .await
         .unwrap();
     let addr = addr.to_string();
 
     let huge = format!("GET /{} HTTP/1.1\r\n", "a".repeat(64 * 1024));
-    assert_eq!(request(&addr, huge.as_bytes()).await.0, 400);
-    assert_eq!(request(&addr, b"\xff\xfe\x00garbage\r\n\r\n").await.0, 405);
+    let (status, _) = request(&addr, huge.as_bytes()).await;
+    assert!((400..500).contains(&status), "an oversized head: {status}");
+    assert_eq!(request(&addr, b"\xff\xfe\x00garbage\r\n\r\n").await.0, 400);
     assert_eq!(
-        request(&addr, b"POST /readyz HTTP/1.1\r\n\r\n").await.0,
+        request(&addr, b"POST /readyz HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .await
+            .0,
         405
     );
     assert_eq!(get(&addr, "/../../etc/passwd").await.0, 404);
     // A client that connects and says nothing does not block the others.
     let _idle = TcpStream::connect(&addr).await.unwrap();
+    // Not ready until the run loop turns.
+    assert_eq!(get(&addr, "/readyz").await.0, 503);
+    assert_eq!(get(&addr, "/livez").await.0, 200);
+    health.running();
     let (status, body) = get(&addr, "/readyz").await;
     assert_eq!(status, 200, "{body}");
     let report: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(report["destinations"][0]["state"], "ok");
     let (status, metrics) = get(&addr, "/metrics").await;
     assert_eq!(status, 200);
-    assert!(metrics.contains("# TYPE pail_records_consumed_total counter"));
+    assert!(metrics.contains("# TYPE pail_records_consumed counter"));
+    assert!(metrics.contains("\npail_records_consumed_total "));
     assert!(metrics.contains("pail_destination_up{destination=\"d\"} 1"));
+    assert!(metrics.contains("pail_build_info{version=\""), "{metrics}");
+    assert!(metrics.ends_with("# EOF\n"));
+    // Two requests on one connection (keep-alive), the first a HEAD: a head, no body.
+    let (status, answer) = request(
+        &addr,
+        b"HEAD /metrics HTTP/1.1\r\nHost: pail\r\n\r\nGET /livez HTTP/1.1\r\nHost: pail\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        answer.starts_with("HTTP/1.1 200 OK") && answer.contains("\"live\": true"),
+        "the HEAD answer has no body, the GET after it on the same connection is answered: {answer}"
+    );
+    // A shutdown began: no longer ready, still live.
+    health.stopping();
+    assert_eq!(get(&addr, "/readyz").await.0, 503);
+    assert_eq!(get(&addr, "/livez").await.0, 200);
     task.abort();
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use serde_json::Value;
-use support::http::{endpoint_address, eventually, get};
+use support::http::{endpoint_address, eventually, get, healthy};
 use support::kafka::{MockKafka, Produce};
 use support::read;
 use support::s3::{ACCESS_KEY, SECRET_KEY, TestS3};
@@ -340,7 +340,7 @@ async fn a_paused_partition_whose_records_retention_deleted_stops_instead_of_jum
     let addr = endpoint_address(&log).await;
     // Uploads are refused (no bucket): the destination fails and its partition is paused.
     eventually("destination failing", Duration::from_secs(60), || async {
-        get(&addr, "/readyz").await.0 == 503
+        !healthy(&addr).await
     })
     .await;
     // Meanwhile retention deletes records the worker has not read.
@@ -459,11 +459,7 @@ async fn committed_offsets_that_cannot_be_read_stop_partitions_until_they_can() 
         || async { kafka.committed("lookup", "events", 2) == vec![Some(100), Some(100)] },
     )
     .await;
-    assert_eq!(
-        get(&addr, "/readyz").await.0,
-        200,
-        "nothing stopped any more"
-    );
+    assert!(healthy(&addr).await, "nothing stopped any more");
     let status = terminate(child, Duration::from_secs(40)).await;
     assert!(status.success(), "exit status {status:?}");
     assert_eq!(

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use support::http::{endpoint_address, eventually, get};
+use support::http::{endpoint_address, eventually, get, healthy};
 use support::kafka::MockKafka;
 use support::read;
 use support::s3::{ACCESS_KEY, Fault, SECRET_KEY, TestS3};
@@ -66,8 +66,8 @@ async fn a_store_that_is_down_pauses_only_its_own_partitions() {
         "the down store noticed",
         Duration::from_secs(120),
         || async {
-            let (status, body) = get(&addr, "/readyz").await;
-            status == 503 && body.contains("\"down\"") && body.contains("does not answer")
+            let (status, body) = get(&addr, "/healthz").await;
+            status == 200 && body.contains("\"down\"") && body.contains("does not answer")
         },
     )
     .await;
@@ -88,8 +88,8 @@ async fn a_store_that_is_down_pauses_only_its_own_partitions() {
         || async { delivered(&b).len() == 2000 },
     )
     .await;
-    eventually("ready again", Duration::from_secs(30), || async {
-        get(&addr, "/readyz").await.0 == 200
+    eventually("healthy again", Duration::from_secs(30), || async {
+        healthy(&addr).await
     })
     .await;
     let status = terminate(child, Duration::from_secs(40)).await;

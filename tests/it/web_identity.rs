@@ -315,3 +315,83 @@ impl aws_credential_types::provider::ProvideCredentials for Recording {
         })
     }
 }
+
+/// IRSA's shape: no `[destinations.auth]` table and no `S3_*` keys, so the AWS SDK default
+/// chain is used; it finds `AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN` (what EKS injects)
+/// and assumes the role at the STS `AWS_ENDPOINT_URL_STS` names, here SeaweedFS's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_auth_table_the_default_chain_assumes_the_irsa_role() {
+    let issuer = Issuer::start().await;
+    let sw = Seaweed::start(&issuer.url, &[BUCKET]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = input(dir.path(), 300);
+    let token_file = dir.path().join("token");
+    std::fs::write(
+        &token_file,
+        issuer.token("system:serviceaccount:pail:worker", AUDIENCE, 600),
+    )
+    .unwrap();
+    let config = format!(
+        "[source]\nkind = \"file\"\npath = \"{}\"\n[[destinations]]\nname = \"sw\"\n\
+         url = \"s3://{BUCKET}/irsa\"\nendpoint = \"{}\"\npath_style = true\n\
+         region = \"us-east-1\"\ntimestamp = \"field:ts\"\n",
+        input.display(),
+        sw.endpoint
+    );
+    std::fs::write(dir.path().join("pail.toml"), config).unwrap();
+    let missing = dir.path().join("none");
+    let missing = missing.to_str().unwrap();
+    let token = token_file.to_str().unwrap();
+    let env = [
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", token),
+        ("AWS_ROLE_ARN", ROLE_ADMIN),
+        ("AWS_ROLE_SESSION_NAME", "pail-irsa"),
+        ("AWS_ENDPOINT_URL_STS", sw.endpoint.as_str()),
+        ("AWS_REGION", "us-east-1"),
+        // Nothing else in the chain may answer first.
+        ("AWS_CONFIG_FILE", missing),
+        ("AWS_SHARED_CREDENTIALS_FILE", missing),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let check = support::run_pail(
+        &["check-config", "--config", "pail.toml"],
+        dir.path(),
+        &env,
+        Duration::from_secs(60),
+    )
+    .await;
+    let printed = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(printed.contains("method = \"default\""), "{printed}");
+    let run = support::run_pail(
+        &["run", "--config", "pail.toml"],
+        dir.path(),
+        &env,
+        Duration::from_secs(120),
+    )
+    .await;
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(rows(&sw, "irsa/").await, 300);
+    // Without the role variables the same config has no credentials: it fails, saying so.
+    let without: Vec<_> = env
+        .iter()
+        .filter(|(k, _)| !k.starts_with("AWS_ROLE") && *k != "AWS_WEB_IDENTITY_TOKEN_FILE")
+        .copied()
+        .collect();
+    let denied = support::run_pail(
+        &["run", "--config", "pail.toml"],
+        dir.path(),
+        &without,
+        Duration::from_secs(120),
+    )
+    .await;
+    assert!(!denied.status.success());
+}

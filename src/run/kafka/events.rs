@@ -117,6 +117,11 @@ impl Source for Loop<'_> {
         while let Ok(event) = self.events.try_recv() {
             self.handle(driver, event).await?;
         }
+        for (topic, partition) in self.readers.keys() {
+            if let Some(high) = self.kafka.log_end(topic, *partition) {
+                self.health.partition_log_end(topic, *partition, high);
+            }
+        }
         if driver.draining() {
             return Ok(());
         }

@@ -256,6 +256,8 @@ impl Loop<'_> {
             next: start.from,
         };
         self.readers.insert(s.partition.clone(), owned);
+        self.health
+            .partition_started(&topic, partition, start.from, s.high);
         if self.options.once {
             self.marks.end.insert(s.partition.clone(), s.high);
             self.marks.pending.insert(s.partition.clone());
@@ -269,6 +271,7 @@ impl Loop<'_> {
         if let Some(reader) = self.readers.remove(tp).and_then(|o| o.reader) {
             reader.stop().await;
         }
+        self.health.partition_revoked(&tp.0, tp.1);
         if self.stopped.release(tp) {
             self.health.partition_released(&tp.0, tp.1);
         }
@@ -361,7 +364,9 @@ impl Loop<'_> {
                 METRICS.consume_errors.inc();
                 driver.pipeline.seal_partition(&topic, partition);
             }
-            PartitionStop::Protocol { .. } => METRICS.protocol_stops.inc(),
+            PartitionStop::Protocol { .. } => {
+                METRICS.protocol_stops.inc();
+            }
         }
         tracing::error!(%topic, partition, offset,
             "{stop}; the partition is stopped there: nothing from that offset on is delivered \
@@ -493,7 +498,7 @@ impl Loop<'_> {
             tracing::info!(partitions = ?set,
                 "pausing partitions until their uploads catch up (or, if stopped, for good)");
         }
-        METRICS.partitions_paused.set(count as u64);
+        METRICS.partitions_paused.set(count as i64);
         self.applied = Some(want);
     }
 }

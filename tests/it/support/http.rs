@@ -35,12 +35,20 @@ pub async fn metric(addr: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// One GET on a connection of its own (the endpoint keeps connections alive otherwise).
 pub async fn get(addr: &str, path: &str) -> (u16, String) {
     request(
         addr,
-        format!("GET {path} HTTP/1.1\r\nHost: pail\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: pail\r\nConnection: close\r\n\r\n").as_bytes(),
     )
     .await
+}
+
+/// Whether `/healthz` reports every destination accepting uploads and no partition stopped
+/// (`/readyz` says only that the worker can work: see `telemetry::health`).
+pub async fn healthy(addr: &str) -> bool {
+    let (status, body) = get(addr, "/healthz").await;
+    status == 200 && body.contains("\"status\": \"ok\"")
 }
 
 /// Polls `check` every 100 ms until it holds, failing the test after `limit`.

@@ -101,7 +101,14 @@ pub async fn run_settings_once(
     let shutdown = tokio_util::sync::CancellationToken::new();
     bounded(
         limit,
-        pail::run::run(settings, pail::run::RunOptions { once: true }, shutdown),
+        pail::run::run(
+            settings,
+            pail::run::RunOptions {
+                once: true,
+                ..Default::default()
+            },
+            shutdown,
+        ),
     )
     .await
 }
