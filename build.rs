@@ -19,12 +19,18 @@ fn main() {
         .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]))
         .unwrap_or_else(|| "unknown".to_string());
     println!("cargo:rustc-env=PAIL_COMMIT={commit}");
-    // Built again when HEAD moves: a new commit, a checkout.
-    if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
-        println!("cargo:rerun-if-changed={dir}/HEAD");
-        if let Some(head) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            println!("cargo:rerun-if-changed={dir}/{head}");
+    // Built again when HEAD moves: a new commit, a checkout. Only files that exist are
+    // named (Cargo would run this again on every build for one that does not); worktrees
+    // keep their refs apart, which `--git-path` resolves.
+    let mut watch = vec!["HEAD".to_string(), "packed-refs".to_string()];
+    if let Some(head) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        watch.push(head);
+    }
+    for name in watch {
+        if let Some(path) = git(&["rev-parse", "--git-path", &name])
+            && std::path::Path::new(&path).exists()
+        {
+            println!("cargo:rerun-if-changed={path}");
         }
-        println!("cargo:rerun-if-changed={dir}/packed-refs");
     }
 }

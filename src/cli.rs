@@ -38,7 +38,7 @@ pub enum LogFormat {
 pub enum Progress {
     /// A bar on a terminal, log lines otherwise.
     Auto,
-    /// Always a bar.
+    /// A bar even where `auto` would log (it is drawn only on a terminal).
     Bar,
     /// Always log lines.
     Log,

@@ -87,6 +87,7 @@ pub(super) fn auth(
     raw: &RawAuth,
     at: &str,
     dest_name: &str,
+    aws_store: bool,
     env: EnvLookup<'_>,
     p: &mut Problems,
 ) -> Option<AuthSettings> {
@@ -98,11 +99,25 @@ pub(super) fn auth(
         || raw.session_token_file.is_some()
         || env("S3_ACCESS_KEY_ID").is_some()
         || env("S3_SECRET_ACCESS_KEY").is_some();
+    let role_or_token = raw.role_arn.is_some()
+        || raw.token_file.is_some()
+        || raw.token_gcp_audience.is_some()
+        || raw.token_command.is_some()
+        || raw.external_id.is_some();
     // No method and no keys anywhere: the AWS SDK default chain, as every AWS tool does (IRSA,
-    // EKS Pod Identity, instance profiles, SSO profiles, AWS_* variables).
+    // EKS Pod Identity, instance profiles, SSO profiles, AWS_* variables). Not for another
+    // store (`aws_store` false): forgotten keys there must be an error, not an AWS identity
+    // sent to a third party.
     let method = match raw.method.as_deref() {
         Some(method) => method,
-        None if has_any_key || raw.role_arn.is_some() || raw.token_file.is_some() => "static",
+        None if role_or_token => {
+            p.push(
+                format!("{at}.method"),
+                "required with role_arn or a token source: \"web_identity\" or \"assume_role\"",
+            );
+            return None;
+        }
+        None if has_any_key || !aws_store => "static",
         None => "default",
     };
     let misplaced = |p: &mut Problems, keys: &[(&str, bool)]| {

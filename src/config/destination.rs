@@ -103,8 +103,20 @@ pub(super) fn destination(
         }
     }
     let is_s3 = matches!(location, Some(Location::S3 { .. }));
+    // The store is AWS's: provider "aws", or neither a provider nor an endpoint.
+    let aws_store = match raw.provider.as_deref() {
+        Some(provider) => provider == "aws",
+        None => raw.endpoint.is_none(),
+    };
     let auth = if is_s3 {
-        auth(&raw.auth, &format!("{at}.auth"), &raw.name, env, p)
+        auth(
+            &raw.auth,
+            &format!("{at}.auth"),
+            &raw.name,
+            aws_store,
+            env,
+            p,
+        )
     } else {
         Some(AuthSettings::Default)
     };

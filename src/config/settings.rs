@@ -341,7 +341,8 @@ impl WorkerSettings {
 /// `[telemetry]`: the health and metrics endpoint.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TelemetrySettings {
-    /// Address to serve `/healthz`, `/readyz` and `/metrics` on; none means no endpoint.
+    /// Address to serve `/livez` (`/healthz`), `/readyz` and `/metrics` on; none means no
+    /// endpoint.
     pub listen: Option<std::net::SocketAddr>,
 }
 

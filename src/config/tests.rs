@@ -536,3 +536,26 @@ fn numbers_and_booleans_can_come_from_the_environment() {
         "{err}"
     );
 }
+
+#[test]
+fn without_keys_an_aws_destination_uses_the_default_chain_and_another_store_is_an_error() {
+    let none = |_: &str| None;
+    let base = "[source]\nkind = \"file\"\npath = \"in.ndjson\"\n[[destinations]]\nname = \"d\"\n\
+        url = \"s3://bucket/p\"\ntimestamp = \"field:ts\"\n";
+    let parse_env =
+        |text: &str, env: &dyn Fn(&str) -> Option<String>| parse(Path::new("test.toml"), text, env);
+    // AWS, no table, no keys: the SDK's chain.
+    let s = parse_env(base, &none).unwrap();
+    assert!(matches!(s.destinations[0].auth, AuthSettings::Default));
+    // Keys in the environment: static, as before.
+    let s = parse_env(base, &env).unwrap();
+    assert!(matches!(s.destinations[0].auth, AuthSettings::Static(_)));
+    // Another store with forgotten keys: an error, not an AWS identity sent elsewhere.
+    let minio = format!("{base}endpoint = \"http://127.0.0.1:9000\"\n");
+    let err = parse_env(&minio, &none).unwrap_err().to_string();
+    assert!(err.contains("static keys need access_key_id"), "{err}");
+    // A role or token without a method: which one is asked for.
+    let role = format!("{base}[destinations.auth]\ntoken_file = \"/t\"\n");
+    let err = parse_env(&role, &none).unwrap_err().to_string();
+    assert!(err.contains("destinations[0].auth.method"), "{err}");
+}

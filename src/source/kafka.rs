@@ -570,6 +570,32 @@ impl KafkaSource {
         (err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
     }
 
+    /// Asks the brokers for each partition's log end, off the run loop (the cached value of
+    /// [`KafkaSource::log_end`] stands still while a partition is paused or stopped, and its
+    /// lag must still grow). Partitions whose answers fail, or do not come within `timeout`
+    /// for them all, are left out.
+    pub fn fetch_log_ends(
+        &self,
+        partitions: Vec<TopicPartition>,
+        timeout: Duration,
+    ) -> tokio::task::JoinHandle<Vec<(TopicPartition, i64)>> {
+        let consumer = self.consumer.clone();
+        tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + timeout;
+            let mut out = Vec::with_capacity(partitions.len());
+            for (t, p) in partitions {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                if let Ok((_, high)) = consumer.fetch_watermarks(&t, p, left) {
+                    out.push(((t, p), high));
+                }
+            }
+            out
+        })
+    }
+
     /// Pauses fetching for the assigned partitions `pause` selects and resumes the others;
     /// callbacks are still served. Returns how many partitions are paused.
     pub fn apply_pause(&self, pause: impl Fn(&str, i32) -> bool) -> usize {

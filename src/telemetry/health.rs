@@ -82,9 +82,14 @@ impl DestinationHealth {
     }
 
     /// A segment's `rows`, whose newest Kafka timestamp is `newest_ms`, are durable.
+    /// A timestamp more than [`FUTURE_SKEW_MS`] ahead of the clock (a producer's clock
+    /// gone wrong) is ignored: it would hold freshness at 0 until the clock caught up.
     pub fn delivered(&self, rows: u64, newest_ms: Option<i64>) {
         self.records_delivered.inc_by(rows);
-        if let Some(ms) = newest_ms {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(i64::MAX, |d| d.as_millis() as i64);
+        if let Some(ms) = newest_ms.filter(|ms| *ms <= now_ms.saturating_add(FUTURE_SKEW_MS)) {
             self.newest_delivered_ms.fetch_max(ms, Ordering::Relaxed);
         }
     }
@@ -113,7 +118,7 @@ impl DestinationHealth {
     }
 
     /// The destination cannot be written to (a refused upload, a failed start-up connection
-    /// test): its partitions are paused and `/readyz` names it until a success.
+    /// test): its partitions are paused and the health document names it until a success.
     pub fn report_failure(&self, error: String, code: Option<String>) {
         let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
         match failure.as_mut() {
@@ -225,6 +230,9 @@ pub struct Totals {
     /// Rows delivered to every destination.
     pub delivered_rows: u64,
 }
+
+/// How far ahead of the clock a delivered timestamp may be and still count for freshness.
+pub const FUTURE_SKEW_MS: i64 = 5 * 60 * 1000;
 
 /// The run loop must turn at least this often to count as live.
 pub const STALL_AFTER: Duration = Duration::from_secs(60);
@@ -339,11 +347,11 @@ impl Health {
         }
     }
 
-    /// The partition's log ends at `high` now.
+    /// The partition's log ends at `high` now (answers that arrive late never move it back).
     pub fn partition_log_end(&self, topic: &str, partition: i32, high: i64) {
         let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = progress.get_mut(&(topic.to_string(), partition)) {
-            p.high = Some(high);
+            p.high = Some(p.high.map_or(high, |h| h.max(high)));
         }
     }
 
@@ -467,12 +475,12 @@ impl Collector for HealthCollector {
             ),
             (
                 "pail_last_delivered_timestamp_seconds",
-                "The newest Kafka timestamp among the records delivered to the destination                  (Unix time).",
+                "The newest Kafka timestamp among the records delivered to the destination (Unix time).",
                 |d, _| d.newest_delivered_ms().map(|ms| ms as f64 / 1000.0),
             ),
             (
                 "pail_freshness_seconds",
-                "Seconds between now and the newest Kafka timestamp delivered to the                  destination: how far behind its data is.",
+                "Seconds between now and the newest Kafka timestamp delivered to the destination: how far behind its data is.",
                 |d, now| {
                     d.newest_delivered_ms()
                         .map(|ms| (now - ms).max(0) as f64 / 1000.0)
@@ -491,7 +499,7 @@ impl Collector for HealthCollector {
         let lag = health.lag();
         let mut family = encoder.encode_descriptor(
             "pail_consumer_lag_records",
-            "Records of each owned partition not yet committed: its log end offset minus              this worker's commit.",
+            "Records of each owned partition not yet committed: its log end offset minus this worker's commit.",
             None,
             MetricType::Gauge,
         )?;

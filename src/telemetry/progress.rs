@@ -111,6 +111,12 @@ async fn log_lines(health: &Health, every: Duration, stop: &CancellationToken) {
         }
         let t = health.totals();
         let secs = started.elapsed().as_secs_f64().max(0.001);
+        if t.partitions == 0 {
+            // A file: no log end to count to.
+            let rows_per_s = (t.delivered_rows as f64 / secs).round() as u64;
+            tracing::info!(delivered_rows = t.delivered_rows, rows_per_s, "progress");
+            continue;
+        }
         let rate = t.committed as f64 / secs;
         let lag = t.to_end - t.committed;
         let eta_s = (rate > 0.0).then(|| (lag as f64 / rate).round() as u64);

@@ -26,6 +26,11 @@ use super::process::ProcessCollector;
 const MAX_HEAD: usize = 8 * 1024;
 /// Time a client gets to send a request head.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once; more wait to be accepted (their backlog is the kernel's).
+const MAX_CONNECTIONS: usize = 64;
+/// The longest a connection is kept, keep-alive included: a client that sends requests and
+/// never reads the answers holds its task no longer than this.
+const MAX_CONNECTION_TIME: Duration = Duration::from_secs(60);
 /// The OpenMetrics text format's media type.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -59,8 +64,12 @@ pub async fn serve(
     registry.register_collector(Box::new(HealthCollector(health.clone())));
     registry.register_collector(Box::new(ProcessCollector));
     let endpoint = Arc::new(Endpoint { health, registry });
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let task = tokio::spawn(async move {
         loop {
+            let Ok(permit) = connections.clone().acquire_owned().await else {
+                return;
+            };
             let socket = match listener.accept().await {
                 Ok((socket, _)) => socket,
                 Err(e) => {
@@ -71,18 +80,19 @@ pub async fn serve(
             };
             let endpoint = endpoint.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let service = service_fn(move |req| {
                     let endpoint = endpoint.clone();
                     async move { Ok::<_, Infallible>(endpoint.answer(&req)) }
                 });
                 // A client that stalls mid-head is dropped after READ_TIMEOUT; an idle
                 // keep-alive connection is closed after the same time.
-                let _ = http1::Builder::new()
+                let connection = http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(READ_TIMEOUT)
                     .max_buf_size(MAX_HEAD)
-                    .serve_connection(TokioIo::new(socket), service)
-                    .await;
+                    .serve_connection(TokioIo::new(socket), service);
+                let _ = tokio::time::timeout(MAX_CONNECTION_TIME, connection).await;
             });
         }
     });

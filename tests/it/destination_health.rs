@@ -1,5 +1,6 @@
 //! A destination that refuses uploads for good (here: its bucket does not exist yet) keeps its
-//! data, pauses only its own partitions, shows as failing in `/readyz` and `/metrics`, and
+//! data, pauses only its own partitions, shows as failing in `/healthz` and `/metrics` (the
+//! worker stays ready), and
 //! delivers everything exactly once as soon as it is fixed — while the other destination goes
 //! on. With the start-up connection test (`preflight`, the default) such a destination's
 //! topics are not even consumed until the test passes. Also: the endpoint answers hostile

@@ -68,6 +68,7 @@ fn delivered(root: &Path) -> HashMap<String, usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_show_delivery_lag_latency_and_a_refusing_destination() {
     const N: usize = 300;
+    const M: usize = 100;
     let kafka = MockKafka::start(&[("a", 2), ("b", 2)]);
     let s3 = TestS3::start(&["lake"]).await;
     kafka.produce_round_robin("a", 2, &payloads("a", N));
@@ -192,16 +193,26 @@ async fn metrics_show_delivery_lag_latency_and_a_refusing_destination() {
         "{m}"
     );
 
+    // More arrives for `denied` while its partitions are paused: its lag grows with the log
+    // (regression: librdkafka's cached log end stands still for a paused partition).
+    kafka.produce_round_robin("b", 2, &payloads("b-more", M));
+    eventually(
+        "lag follows the log of paused partitions",
+        Duration::from_secs(60),
+        || async { lag(&scrape(&addr).await, "b") == Some((N + M) as f64) },
+    )
+    .await;
+
     // Fixed: the bucket appears; `denied` catches up and the lag of b reaches 0 as well.
     std::fs::create_dir(s3.bucket_dir("late")).unwrap();
     eventually("denied caught up", Duration::from_secs(90), || async {
         let m = scrape(&addr).await;
-        sample(&m, "pail_records_delivered_total{destination=\"denied\"}") == Some(N as f64)
+        sample(&m, "pail_records_delivered_total{destination=\"denied\"}") == Some((N + M) as f64)
             && lag(&m, "b") == Some(0.0)
             && sample(&m, "pail_destination_up{destination=\"denied\"}") == Some(1.0)
     })
     .await;
-    assert_eq!(delivered(&late).len(), N);
+    assert_eq!(delivered(&late).len(), N + M);
     let status = terminate(child, Duration::from_secs(40)).await;
     assert!(status.success(), "exit status {status:?}");
 }

@@ -333,7 +333,7 @@ async fn without_an_auth_table_the_default_chain_assumes_the_irsa_role() {
     .unwrap();
     let config = format!(
         "[source]\nkind = \"file\"\npath = \"{}\"\n[[destinations]]\nname = \"sw\"\n\
-         url = \"s3://{BUCKET}/irsa\"\nendpoint = \"{}\"\npath_style = true\n\
+         url = \"s3://{BUCKET}/irsa\"\nprovider = \"aws\"\nendpoint = \"{}\"\npath_style = true\n\
          region = \"us-east-1\"\ntimestamp = \"field:ts\"\n",
         input.display(),
         sw.endpoint
@@ -353,10 +353,22 @@ async fn without_an_auth_table_the_default_chain_assumes_the_irsa_role() {
         ("AWS_SHARED_CREDENTIALS_FILE", missing),
         ("AWS_EC2_METADATA_DISABLED", "true"),
     ];
-    let check = support::run_pail(
+    // Whatever the environment running the tests holds must not answer instead.
+    let ambient = [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "S3_ACCESS_KEY_ID",
+        "S3_SECRET_ACCESS_KEY",
+    ];
+    let check = support::run_pail_without(
         &["check-config", "--config", "pail.toml"],
         dir.path(),
         &env,
+        &ambient,
         Duration::from_secs(60),
     )
     .await;
@@ -367,10 +379,11 @@ async fn without_an_auth_table_the_default_chain_assumes_the_irsa_role() {
         String::from_utf8_lossy(&check.stderr)
     );
     assert!(printed.contains("method = \"default\""), "{printed}");
-    let run = support::run_pail(
+    let run = support::run_pail_without(
         &["run", "--config", "pail.toml"],
         dir.path(),
         &env,
+        &ambient,
         Duration::from_secs(120),
     )
     .await;
@@ -386,12 +399,18 @@ async fn without_an_auth_table_the_default_chain_assumes_the_irsa_role() {
         .filter(|(k, _)| !k.starts_with("AWS_ROLE") && *k != "AWS_WEB_IDENTITY_TOKEN_FILE")
         .copied()
         .collect();
-    let denied = support::run_pail(
+    let denied = support::run_pail_without(
         &["run", "--config", "pail.toml"],
         dir.path(),
         &without,
+        &ambient,
         Duration::from_secs(120),
     )
     .await;
     assert!(!denied.status.success());
+    let said = String::from_utf8_lossy(&denied.stderr).to_lowercase();
+    assert!(
+        said.contains("credential"),
+        "names the missing credentials: {said}"
+    );
 }

@@ -117,10 +117,9 @@ impl Source for Loop<'_> {
         while let Ok(event) = self.events.try_recv() {
             self.handle(driver, event).await?;
         }
-        for (topic, partition) in self.readers.keys() {
-            if let Some(high) = self.kafka.log_end(topic, *partition) {
-                self.health.partition_log_end(topic, *partition, high);
-            }
+        // `--once` counts to the log end at assignment; a long-running worker follows the log.
+        if !self.options.once {
+            self.follow_log_ends();
         }
         if driver.draining() {
             return Ok(());

@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
+
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::time::Instant;
 
@@ -98,7 +100,14 @@ struct Loop<'a> {
     budget: ReadAhead,
     /// Owned partitions stopped on a consume error.
     stopped: StoppedPartitions,
+    /// The brokers' log ends being asked for (see [`Loop::follow_log_ends`]), and when they
+    /// were last asked.
+    log_ends: Option<tokio::task::JoinHandle<Vec<(TopicPartition, i64)>>>,
+    log_ends_asked: Instant,
 }
+
+/// How often the brokers are asked for the log ends of partitions that are not fetched.
+const ASK_LOG_ENDS_EVERY: Duration = Duration::from_secs(15);
 
 /// An owned partition as the loop reads it.
 struct Owned {
@@ -197,6 +206,10 @@ impl Loop<'_> {
         if !again {
             self.release(&s.partition).await;
         }
+        // Its lag counts from its commit even if it stops at once (a commit out of range):
+        // a partition that cannot be read is the one whose lag must show.
+        self.health
+            .partition_started(&topic, partition, offset_if_stopped, s.high);
         let start = match driver.pipeline.assign(&topic, partition, assignment) {
             Ok(start) => start,
             Err(reason) => {
@@ -264,6 +277,29 @@ impl Loop<'_> {
             self.marks.reached(&s.partition, start.from);
         }
         Ok(Some(start.from))
+    }
+
+    /// Keeps each owned partition's log end current for its lag: librdkafka's cached value
+    /// after every fetch, and every [`ASK_LOG_ENDS_EVERY`] the brokers' answer for all of
+    /// them, since the cache stands still while a partition is paused (its destination
+    /// refuses uploads) or stopped, exactly when its lag matters.
+    fn follow_log_ends(&mut self) {
+        for (topic, partition) in self.assigned.keys() {
+            if let Some(high) = self.kafka.log_end(topic, *partition) {
+                self.health.partition_log_end(topic, *partition, high);
+            }
+        }
+        if self.log_ends.as_ref().is_some_and(|t| t.is_finished()) {
+            let answered = self.log_ends.take().and_then(|t| t.now_or_never());
+            for ((topic, partition), high) in answered.and_then(Result::ok).unwrap_or_default() {
+                self.health.partition_log_end(&topic, partition, high);
+            }
+        }
+        if self.log_ends.is_none() && self.log_ends_asked.elapsed() >= ASK_LOG_ENDS_EVERY {
+            self.log_ends_asked = Instant::now();
+            let owned: Vec<TopicPartition> = self.assigned.keys().cloned().collect();
+            self.log_ends = Some(self.kafka.fetch_log_ends(owned, Duration::from_secs(5)));
+        }
     }
 
     /// Stops reading a partition (revoked, or assigned afresh) and forgets why it stopped.
@@ -568,6 +604,8 @@ pub(super) async fn run_kafka(
         stopped: StoppedPartitions::new(
             (!options.once).then_some(settings.worker.permanent_error_retry),
         ),
+        log_ends: None,
+        log_ends_asked: Instant::now(),
     };
     let period = Duration::from_millis(if options.once { 200 } else { 500 });
     let outcome = driver::run(&mut state, &mut driver, &shutdown, health, period).await;

@@ -52,11 +52,25 @@ pub async fn run_pail(
     env: &[(&str, &str)],
     limit: Duration,
 ) -> std::process::Output {
+    run_pail_without(args, cwd, env, &[], limit).await
+}
+
+/// [`run_pail`] with the variables `remove` taken out of the environment it inherits.
+pub async fn run_pail_without(
+    args: &[&str],
+    cwd: &std::path::Path,
+    env: &[(&str, &str)],
+    remove: &[&str],
+    limit: Duration,
+) -> std::process::Output {
     let mut cmd = tokio::process::Command::new(pail_bin());
     cmd.args(args)
         .current_dir(cwd)
         .kill_on_drop(true)
         .env_remove("PAIL_CONFIG");
+    for k in remove {
+        cmd.env_remove(k);
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
