@@ -147,11 +147,13 @@ where
                 slot = slots.acquire() => slot.map_err(|_| UploadError::Cancelled)?,
             };
             let began = std::time::Instant::now();
-            op().await.inspect(|_| {
-                health
-                    .upload_duration
-                    .observe(began.elapsed().as_secs_f64());
-            })
+            let done = op().await;
+            let timed = match done {
+                Ok(_) => &health.upload_ok,
+                Err(_) => &health.upload_failed,
+            };
+            timed.observe(began.elapsed().as_secs_f64());
+            done
         };
         let error = match attempted {
             Ok(done) => {

@@ -22,7 +22,14 @@ use prometheus_client::metrics::histogram::Histogram;
 
 use serde::Serialize;
 
-use super::metrics::{DestinationLabel, METRICS};
+use super::metrics::{DestinationLabel, METRICS, RequestLabel};
+
+fn request(destination: &str, outcome: &'static str) -> RequestLabel {
+    RequestLabel {
+        destination: destination.to_string(),
+        outcome,
+    }
+}
 use crate::store::StoreError;
 
 /// Why a destination is not writable right now.
@@ -53,7 +60,9 @@ pub struct DestinationHealth {
     pub bytes_uploaded: Counter,
     pub transient_errors: Counter,
     pub permanent_errors: Counter,
-    pub upload_duration: Histogram,
+    /// Durations of the store's requests that succeeded, and of those that did not.
+    pub upload_ok: Histogram,
+    pub upload_failed: Histogram,
     pub object_size: Histogram,
     /// The newest Kafka timestamp (ms) among the records delivered; `i64::MIN` before any.
     newest_delivered_ms: AtomicI64,
@@ -64,19 +73,41 @@ impl DestinationHealth {
     pub fn new(name: &str) -> Self {
         let label = DestinationLabel::new(name);
         let m = &*METRICS;
+        // One statement per series: `get_or_create` hands out a read guard that lives to the
+        // end of its statement, and a second series of the same family needs the write lock.
+        let counter = |family: &prometheus_client::metrics::family::Family<
+            DestinationLabel,
+            Counter,
+        >| family.get_or_create(&label).clone();
+        let records_delivered = counter(&m.records_delivered);
+        let objects_created = counter(&m.objects_created);
+        let objects_existing = counter(&m.objects_existing);
+        let bytes_uploaded = counter(&m.bytes_uploaded);
+        let transient_errors = counter(&m.transient_errors);
+        let permanent_errors = counter(&m.permanent_errors);
+        let upload_ok = m
+            .upload_duration
+            .get_or_create(&request(name, "ok"))
+            .clone();
+        let upload_failed = m
+            .upload_duration
+            .get_or_create(&request(name, "error"))
+            .clone();
+        let object_size = m.object_size.get_or_create(&label).clone();
         Self {
             name: name.to_string(),
             failing: AtomicBool::new(false),
             failure: Mutex::new(None),
             probe: tokio::sync::Semaphore::new(1),
-            records_delivered: m.records_delivered.get_or_create(&label).clone(),
-            objects_created: m.objects_created.get_or_create(&label).clone(),
-            objects_existing: m.objects_existing.get_or_create(&label).clone(),
-            bytes_uploaded: m.bytes_uploaded.get_or_create(&label).clone(),
-            transient_errors: m.transient_errors.get_or_create(&label).clone(),
-            permanent_errors: m.permanent_errors.get_or_create(&label).clone(),
-            upload_duration: m.upload_duration.get_or_create(&label).clone(),
-            object_size: m.object_size.get_or_create(&label).clone(),
+            records_delivered,
+            objects_created,
+            objects_existing,
+            bytes_uploaded,
+            transient_errors,
+            permanent_errors,
+            upload_ok,
+            upload_failed,
+            object_size,
             newest_delivered_ms: AtomicI64::new(i64::MIN),
         }
     }

@@ -31,8 +31,16 @@ impl DestinationLabel {
     }
 }
 
+/// The labels of a store request's duration: its destination, and whether it succeeded.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabel {
+    pub destination: String,
+    /// `ok`, or `error` (refused, failed or timed out: the slow failures count too).
+    pub outcome: &'static str,
+}
+
 /// A histogram family whose buckets are fixed by a function (`Family` needs a constructor).
-pub type HistogramFamily = Family<DestinationLabel, Histogram, fn() -> Histogram>;
+pub type HistogramFamily<L = DestinationLabel> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Seconds one store request takes: 5 ms to ~80 s.
 fn request_seconds() -> Histogram {
@@ -81,8 +89,8 @@ pub struct Metrics {
     pub bytes_uploaded: Family<DestinationLabel, Counter>,
     pub transient_errors: Family<DestinationLabel, Counter>,
     pub permanent_errors: Family<DestinationLabel, Counter>,
-    /// Seconds each successful store request (a PUT, a part, a completion) took.
-    pub upload_duration: HistogramFamily,
+    /// Seconds each store request of an upload (a PUT, a part, a completion) took.
+    pub upload_duration: HistogramFamily<RequestLabel>,
     /// Sizes of the objects written.
     pub object_size: HistogramFamily,
     /// When the destination's temporary credentials expire (Unix seconds).
@@ -305,7 +313,7 @@ impl Metrics {
         }
         registry.register(
             "pail_upload_duration_seconds",
-            "Seconds each successful store request (a PUT, a multipart part, a completion) took",
+            "Seconds each store request of an upload (a PUT, a multipart part, a completion) took, by outcome",
             self.upload_duration.clone(),
         );
         registry.register(

@@ -124,6 +124,15 @@ async fn metrics_show_delivery_lag_latency_and_a_refusing_destination() {
         sample(&m, "pail_destination_up{destination=\"denied\"}"),
         Some(0.0)
     );
+    // The refused requests are timed too, apart from the successful ones.
+    assert!(
+        sample(
+            &m,
+            "pail_upload_duration_seconds_count{destination=\"denied\",outcome=\"error\"}"
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{m}"
+    );
     assert_eq!(
         sample(&m, "pail_records_delivered_total{destination=\"denied\"}"),
         Some(0.0)
@@ -138,7 +147,7 @@ async fn metrics_show_delivery_lag_latency_and_a_refusing_destination() {
     assert!(objects >= 1.0, "{m}");
     let requests = sample(
         &m,
-        "pail_upload_duration_seconds_count{destination=\"good\"}",
+        "pail_upload_duration_seconds_count{destination=\"good\",outcome=\"ok\"}",
     )
     .unwrap();
     assert!(
