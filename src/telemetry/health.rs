@@ -239,14 +239,14 @@ pub struct Health {
 }
 
 /// Where a partition stands: its consumer lag is `high - committed`.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 struct Progress {
     /// Where this worker started reading it.
     start: i64,
     /// The offset this worker's commits have reached (where it started, before its first).
-    committed: Option<i64>,
+    committed: i64,
     /// The log end offset (high watermark) last seen.
-    high: Option<i64>,
+    high: i64,
 }
 
 /// The worker's progress as [`Health::totals`] sums it.
@@ -364,8 +364,8 @@ impl Health {
                 (topic.to_string(), partition),
                 Progress {
                     start: from,
-                    committed: Some(from),
-                    high: Some(high),
+                    committed: from,
+                    high,
                 },
             );
     }
@@ -374,7 +374,7 @@ impl Health {
     pub fn partition_committed(&self, topic: &str, partition: i32, offset: i64) {
         let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = progress.get_mut(&(topic.to_string(), partition)) {
-            p.committed = Some(offset);
+            p.committed = offset;
         }
     }
 
@@ -382,7 +382,7 @@ impl Health {
     pub fn partition_log_end(&self, topic: &str, partition: i32, high: i64) {
         let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = progress.get_mut(&(topic.to_string(), partition)) {
-            p.high = Some(p.high.map_or(high, |h| h.max(high)));
+            p.high = p.high.max(high);
         }
     }
 
@@ -400,7 +400,7 @@ impl Health {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .filter_map(|(tp, p)| Some((tp.clone(), (p.high? - p.committed?).max(0))))
+            .map(|(tp, p)| (tp.clone(), (p.high - p.committed).max(0)))
             .collect()
     }
 
@@ -417,8 +417,7 @@ impl Health {
         };
         let progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
         for p in progress.values() {
-            let committed = p.committed.unwrap_or(p.start);
-            let high = p.high.unwrap_or(committed).max(committed);
+            let (committed, high) = (p.committed, p.high.max(p.committed));
             totals.partitions += 1;
             totals.committed += (committed - p.start).max(0) as u64;
             totals.to_end += (high - p.start).max(0) as u64;
